@@ -1,0 +1,303 @@
+#!/usr/bin/env bash
+# Build the R Bridge image with podman, run it, and check it end to end:
+#   log in with the initial admin password, score the example model over HTTP,
+#   check the server runs as UID 10001, stop it with SIGTERM and check it exits
+#   cleanly within the grace period.
+#
+# No Docker engine runs on the project's machines, but podman from Debian does.
+# Everything machine-specific lives here, never in the Dockerfile (which stays the
+# ordinary one a user builds with `docker build -t rbridge .`):
+#   * installs podman and friends with apt-get when missing (needs root);
+#   * writes /etc/containers/containers.conf (runc: crun rejects the hybrid cgroup
+#     setup; ulimits no higher than the sandbox's hard limit);
+#   * builds a debian:bookworm-slim base with debootstrap from the machine's own
+#     Debian mirror, with the machine's extra CA certificates (outbound HTTPS passes
+#     a proxy with its own CA, which pip inside the build must trust), and imports it
+#     under that name; the root filesystem is cached as a tarball and reused;
+#   * `podman build --format docker --pull=never` (docker format keeps HEALTHCHECK).
+#
+# Usage: tests/container/build_and_run.sh [--prepare-only] [--keep]
+#   --prepare-only  install tools and import the base image, then stop
+#   --keep          leave the image behind (it is kept anyway; the container never is)
+# Environment:
+#   RBRIDGE_TEST_PORT   host port on 127.0.0.1 (default 18000)
+#   RBRIDGE_IMAGE       image tag to build (default localhost/rbridge:test)
+#   RBRIDGE_BASE_CACHE  where the base rootfs tarball is cached (default /var/cache/rbridge-base)
+#   RBRIDGE_MODEL       model to score (default: the first one GET /models lists)
+# Prints PASS or FAIL as its last line; exits non-zero on failure.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+IMAGE=${RBRIDGE_IMAGE:-localhost/rbridge:test}
+BASE_IMAGE=debian:bookworm-slim
+BASE_CACHE=${RBRIDGE_BASE_CACHE:-/var/cache/rbridge-base}
+PORT=${RBRIDGE_TEST_PORT:-18000}
+NAME=rbridge-test-$$
+STOP_GRACE=30          # podman stop -t: seconds before SIGKILL
+EXPECTED_UID=10001
+PREPARE_ONLY=0
+for arg in "$@"; do
+    case $arg in
+        --prepare-only) PREPARE_ONLY=1 ;;
+        --keep) ;;
+        *) echo "unknown argument: $arg" >&2; exit 2 ;;
+    esac
+done
+
+START=$(date +%s)
+step() { printf '==> [%3ds] %s\n' "$(( $(date +%s) - START ))" "$*"; }
+fail() {
+    printf 'container test failed: %s\n' "$*" >&2
+    if podman container exists "$NAME" 2>/dev/null; then
+        echo "---- container logs (last 60 lines) ----" >&2
+        podman logs --tail 60 "$NAME" >&2 || true
+    fi
+    echo FAIL
+    exit 1
+}
+cleanup() {
+    if podman container exists "$NAME" 2>/dev/null; then
+        podman rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
+    fi
+    [[ -n ${WORK:-} ]] && rm -rf "$WORK"
+    return 0
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- tools
+ensure_tools() {
+    local missing=()
+    for cmd in podman buildah runc debootstrap newuidmap slirp4netns fuse-overlayfs; do
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
+    done
+    if ((${#missing[@]})); then
+        step "installing podman and friends (missing: ${missing[*]})"
+        [[ $(id -u) == 0 ]] || fail "need root to install podman (missing: ${missing[*]})"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q >/dev/null
+        apt-get install -y -q podman buildah runc debootstrap uidmap iptables \
+            containernetworking-plugins golang-github-containers-common \
+            fuse-overlayfs slirp4netns >/dev/null
+    fi
+}
+
+write_containers_conf() {
+    local conf=/etc/containers/containers.conf marker="# written by rbridge tests/container/build_and_run.sh"
+    if [[ -f $conf ]] && ! grep -qF "$marker" "$conf"; then
+        step "leaving existing $conf alone (not ours)"
+        return
+    fi
+    local nofile
+    nofile=$(ulimit -Hn)
+    [[ $nofile == unlimited ]] && nofile=1048576
+    mkdir -p /etc/containers
+    cat >"$conf" <<EOF
+$marker
+# The sandbox refuses to raise rlimits, so ask for no more than the hard limit;
+# crun rejects the hybrid cgroup setup, runc copes.
+[containers]
+default_ulimits = ["nofile=$nofile:$nofile", "nproc=32768:32768"]
+
+[engine]
+runtime = "runc"
+EOF
+}
+
+debian_mirror() {
+    # The first http(s) Debian mirror configured for apt on this machine.
+    local m
+    m=$(grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -E '/debian/?$' | head -1 || true)
+    [[ -z $m ]] && m=$(grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+        | awk '{print $2}' | grep -E '/debian/?$' | head -1 || true)
+    echo "${m:-http://deb.debian.org/debian}"
+}
+
+ensure_base_image() {
+    if podman image exists "$BASE_IMAGE"; then
+        step "base image $BASE_IMAGE present"
+        return
+    fi
+    local tarball=$BASE_CACHE/bookworm-minbase.tar
+    if [[ ! -s $tarball ]]; then
+        local mirror rootfs
+        mirror=$(debian_mirror)
+        rootfs=$(mktemp -d /var/tmp/rbridge-rootfs.XXXXXX)
+        step "debootstrap bookworm (minbase) from $mirror"
+        debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
+            || { tail -20 "$rootfs.log" >&2; fail "debootstrap failed"; }
+        # Trust the same extra CAs as the host (an HTTPS proxy's CA): the image's
+        # ca-certificates package picks them up when the Dockerfile installs it.
+        if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+            mkdir -p "$rootfs/usr/local/share/ca-certificates"
+            cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/"
+        fi
+        rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+        mkdir -p "$BASE_CACHE"
+        tar -C "$rootfs" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
+        rm -rf "$rootfs" "$rootfs.log"
+    else
+        step "reusing cached base rootfs $tarball"
+    fi
+    step "importing $tarball as $BASE_IMAGE"
+    podman import - "$BASE_IMAGE" <"$tarball" >/dev/null
+}
+
+# ---------------------------------------------------------------- helpers
+# http METHOD PATH [JSON-BODY] [extra curl-less python args via env AUTH]
+# Prints "<status> <body>"; uses python so the host needs no curl.
+http() {
+    python3 - "$1" "http://127.0.0.1:$PORT$2" "${3:-}" <<'PY'
+import json, os, sys, urllib.request, urllib.error
+method, url, body = sys.argv[1], sys.argv[2], sys.argv[3]
+req = urllib.request.Request(url, method=method, data=body.encode() if body else None)
+if body:
+    req.add_header("Content-Type", "application/json")
+if os.environ.get("AUTH"):
+    req.add_header("Authorization", os.environ["AUTH"])
+try:
+    with urllib.request.urlopen(req, timeout=30) as r:
+        print(r.status, r.read().decode().replace("\n", " "))
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode().replace("\n", " "))
+except Exception as e:  # connection refused while starting, etc.
+    print(0, json.dumps({"error": str(e)}))
+PY
+}
+
+# ---------------------------------------------------------------- main
+ensure_tools
+write_containers_conf
+ensure_base_image
+if ((PREPARE_ONLY)); then
+    step "prepared"
+    echo PASS
+    exit 0
+fi
+
+WORK=$(mktemp -d)
+step "podman build $IMAGE"
+podman build --format docker --pull=never -t "$IMAGE" "$REPO" >"$WORK/build.log" 2>&1 \
+    || { tail -40 "$WORK/build.log" >&2; fail "podman build failed (log above)"; }
+size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
+step "built $IMAGE: $((size / 1024 / 1024)) MiB"
+podman image inspect --format '{{json .Config.Healthcheck}}' "$IMAGE" | grep -q healthz \
+    || fail "image has no HEALTHCHECK against /healthz"
+
+step "podman run on 127.0.0.1:$PORT"
+# No --init: the image's own entrypoint is tini, which is what docker users get.
+podman run -d --name "$NAME" -p "127.0.0.1:$PORT:8000" "$IMAGE" >/dev/null \
+    || fail "podman run failed"
+
+step "waiting for /readyz"
+ready=0
+for _ in $(seq 1 120); do
+    podman container exists "$NAME" && [[ $(podman inspect -f '{{.State.Running}}' "$NAME") == true ]] \
+        || fail "container exited while starting"
+    read -r status body < <(http GET /readyz)
+    if [[ $status == 200 ]]; then ready=1; break; fi
+    sleep 1
+done
+((ready)) || fail "not ready after 120 s: last /readyz: $status $body"
+step "ready: $body"
+
+read -r status body < <(http GET /healthz)
+[[ $status == 200 ]] || fail "/healthz: $status $body"
+
+step "checking the server runs as UID $EXPECTED_UID"
+uid=$(podman exec "$NAME" id -u)
+[[ $uid == "$EXPECTED_UID" ]] || fail "podman exec id -u: $uid, expected $EXPECTED_UID"
+# Every process in the container except the init (tini, PID 1, also non-root) runs as 10001.
+users=$(podman top "$NAME" user | tail -n +2 | sort -u | tr '\n' ' ')
+[[ $users == "$EXPECTED_UID " || $users == "rbridge " ]] || fail "podman top users: $users"
+podman top "$NAME" user pid args | sed 's/^/    /'
+
+step "logging in with the initial admin password"
+password=$(podman exec "$NAME" cat /etc/rbridge/initial-admin-password | tr -d '\r\n')
+[[ -n $password ]] || fail "no /etc/rbridge/initial-admin-password in the container"
+login=$(python3 -c 'import json,sys; print(json.dumps({"username": "admin", "password": sys.argv[1]}))' "$password")
+read -r status body < <(http POST /login "$login")
+[[ $status == 200 ]] || fail "/login: $status $body"
+token=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["access_token"])' "$body")
+export AUTH="Bearer $token"
+
+read -r status body < <(AUTH= http GET /models)
+[[ $status == 401 ]] || fail "GET /models without credentials: $status (expected 401)"
+read -r status body < <(http GET /models)
+[[ $status == 200 ]] || fail "GET /models: $status $body"
+model=${RBRIDGE_MODEL:-$(python3 - "$body" <<'PY'
+import json, sys
+doc = json.loads(sys.argv[1])
+items = doc.get("models", doc) if isinstance(doc, dict) else doc
+names = [m["name"] if isinstance(m, dict) else m for m in items]
+print(sorted(names)[0] if names else "")
+PY
+)}
+[[ -n $model ]] || fail "no models listed: $body"
+
+step "scoring model '$model' over HTTP"
+read -r status schema < <(http GET "/models/$model")
+[[ $status == 200 ]] || fail "GET /models/$model: $status $schema"
+# Build a 3-row request from the model's schema: the example rows the metadata ships
+# if any, else values made from each column's type and levels.
+request=$(python3 - "$schema" <<'PY'
+import json, sys
+info = json.loads(sys.argv[1])
+cols = (info.get("schema") or {}).get("columns") or []
+example = info.get("example") or (info.get("schema") or {}).get("example")
+if example:
+    rows = (example * 3)[:3]
+else:
+    rows = []
+    for i in range(3):
+        row = {}
+        for c in cols:
+            t = (c.get("type") or "numeric").lower()
+            if c.get("levels"):
+                row[c["name"]] = c["levels"][i % len(c["levels"])]
+            elif t in ("integer", "int"):
+                row[c["name"]] = i + 1
+            elif t in ("logical", "bool", "boolean"):
+                row[c["name"]] = bool(i % 2)
+            elif t in ("character", "string"):
+                row[c["name"]] = "x"
+            else:
+                row[c["name"]] = 1.5 + i
+        rows.append(row)
+print(json.dumps({"data": rows}))
+PY
+)
+read -r status body < <(http POST "/models/$model/predict" "$request")
+[[ $status == 200 ]] || fail "POST /models/$model/predict: $status $body (request $request)"
+python3 - "$body" <<'PY' || fail "bad predictions: $body"
+import json, numbers, sys
+doc = json.loads(sys.argv[1])
+preds = doc["predictions"]
+assert isinstance(preds, list) and len(preds) == 3, f"expected 3 predictions, got {preds!r}"
+def ok(v):
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, (numbers.Number, str)):
+        return True
+    if isinstance(v, dict):   # class probabilities per row
+        return v and all(isinstance(x, numbers.Number) for x in v.values())
+    return False
+assert all(ok(p) for p in preds), f"predictions are not numbers/labels: {preds!r}"
+print("    predictions:", json.dumps(preds)[:200])
+PY
+
+step "stopping with SIGTERM (podman stop -t $STOP_GRACE)"
+t0=$(date +%s.%N)
+podman stop -t "$STOP_GRACE" "$NAME" >/dev/null || fail "podman stop failed"
+elapsed=$(python3 -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 1))" "$t0" "$(date +%s.%N)")
+code=$(podman inspect -f '{{.State.ExitCode}}' "$NAME")
+podman logs --tail 15 "$NAME" 2>&1 | sed 's/^/    | /'
+step "exited with code $code after ${elapsed}s"
+# tini passes on the server's own exit status: 0 when it handled SIGTERM and drained.
+# 143 would mean the server died of the signal without handling it; 137 that podman
+# had to SIGKILL it after the grace period.
+[[ $code == 0 ]] || fail "exit code $code after SIGTERM (expected 0: clean shutdown)"
+python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" "$elapsed" "$STOP_GRACE" \
+    || fail "took ${elapsed}s to stop, grace period is ${STOP_GRACE}s"
+
+step "all checks passed in $(( $(date +%s) - START ))s"
+echo PASS

@@ -1,0 +1,165 @@
+# bridge_score(model, newdata, args): the raw prediction for newdata, from the model class's own predict().
+#
+# Each method names the predict() arguments that give a serving answer for its class (class labels, numbers on
+# the response scale); args (the model's predict_args from <name>.json) are merged over those defaults, the
+# user's values winning. A warning during predict() is an error: R warns when it coerces data it should not
+# (e.g. "NAs introduced by coercion"), and a prediction made after such a warning is not one to return.
+
+bridge_score <- function(model, newdata, args = list()) UseMethod("bridge_score")
+
+bridge_score.lm <- function(model, newdata, args = list()) {
+  call_predict(model, newdata, list(), args)
+}
+
+# Probabilities / means, not the link scale.
+bridge_score.glm <- function(model, newdata, args = list()) {
+  call_predict(model, newdata, list(type = "response"), args)
+}
+
+# Class labels for classification, numbers for regression; args list(type = "prob") gives the probability matrix.
+bridge_score.randomForest <- function(model, newdata, args = list()) {
+  if (is.null(model$forest)) stop("the randomForest was saved without its forest: refit with keep.forest = TRUE")
+  vars <- if (is.null(model$terms)) names(model$forest$ncat) else plain_predictors(model$terms)
+  refuse_character_columns(newdata, vars, "randomForest")
+  call_predict(model, newdata, list(), args)
+}
+
+# One thread per call: the pool runs one worker process per core already. args can raise num.threads.
+# Probability forests give a matrix with the classes as colnames.
+bridge_score.ranger <- function(model, newdata, args = list()) {
+  if (is.null(model$forest)) stop("the ranger model was saved without its forest: refit with write.forest = TRUE")
+  if (is.null(model$forest$covariate.levels)) {
+    refuse_character_columns(newdata, model$forest$independent.variable.names,
+                             "ranger (without respect.unordered.factors = \"order\")")
+  }
+  call_predict(model, newdata, list(num.threads = 1), args, data_arg = "data")$predictions
+}
+
+# gbm needs n.trees. Default: the best iteration the fit can tell, as predict.gbm itself picks it (but without
+# its message): the held-out test error when train.fraction < 1, else the cross-validation error when cv.error
+# exists, else all trees. The out-of-bag estimate is not used (gbm itself warns that it underestimates).
+# type = "response": probabilities for bernoulli, counts for poisson. A multinomial fit gives an n x K x 1 array:
+# it becomes an n x K matrix with the classes as colnames.
+bridge_score.gbm <- function(model, newdata, args = list()) {
+  pred <- call_predict(model, newdata, list(n.trees = gbm_best_trees(model), type = "response"), args)
+  if (length(dim(pred)) == 3) {
+    if (dim(pred)[3] != 1) stop("gbm gave predictions for several n.trees: give one n.trees in predict_args")
+    pred <- matrix(pred[, , 1], nrow = dim(pred)[1], dimnames = list(NULL, dimnames(pred)[[2]]))
+  }
+  pred
+}
+
+gbm_best_trees <- function(model) {
+  best <- integer(0)
+  if (model$train.fraction < 1) best <- which.min(model$valid.error)
+  if (length(best) == 0 && !is.null(model$cv.error)) best <- which.min(model$cv.error)
+  if (length(best) == 0) best <- length(model$train.error)
+  best
+}
+
+# Class labels for classification trees, the fitted value otherwise.
+bridge_score.rpart <- function(model, newdata, args = list()) {
+  type <- if (identical(model$method, "class")) "class" else "vector"
+  call_predict(model, newdata, list(type = type), args)
+}
+
+# predict.svm drops rows with NA by default (na.omit), which would shift every later answer by a row: na.exclude
+# keeps one answer (NA) per input row. args list(probability = TRUE) or list(decision.values = TRUE) return
+# that matrix instead of the labels.
+bridge_score.svm <- function(model, newdata, args = list()) {
+  if (!is.null(model$terms)) refuse_character_columns(newdata, plain_predictors(model$terms), "e1071 svm")
+  pred <- call_predict(model, newdata, list(na.action = stats::na.exclude), args)
+  for (what in c("probabilities", "decision.values")) {
+    asked <- if (what == "probabilities") args$probability else args$decision.values
+    if (isTRUE(asked)) {
+      out <- attr(pred, what)
+      if (is.null(out)) stop(sprintf("the svm gave no %s: was it fitted with probability = TRUE?", what))
+      return(out)
+    }
+  }
+  pred
+}
+
+bridge_score.default <- function(model, newdata, args = list()) {
+  if (!has_predict_method(model)) stop(no_predict_message(model, "models/<name>.R"))
+  call_predict(model, newdata, list(), args)
+}
+
+no_predict_message <- function(model, script) {
+  sprintf("model class '%s' has no predict() method the bridge knows; write score(model, newdata) in %s",
+          class(model)[1], script)
+}
+
+# TRUE when bridge_score() can score this model: a method of its own, or a predict() method R can find.
+can_score <- function(model) {
+  own <- any(vapply(class(model), function(cl) {
+    !is.null(utils::getS3method("bridge_score", cl, optional = TRUE, envir = environment(bridge_score)))
+  }, logical(1)))
+  own || has_predict_method(model)
+}
+
+has_predict_method <- function(model) {
+  s3 <- vapply(class(model), function(cl) !is.null(utils::getS3method("predict", cl, optional = TRUE)), logical(1))
+  any(s3) || !is.null(s4_predict_generic(model))
+}
+
+# An S4 class's predict() is a method of an S4 generic that lives in the package that set it (stats::predict
+# does not dispatch on S4 classes), so look for one in the namespace of the class's package and in globalenv.
+s4_predict_generic <- function(model) {
+  if (!isS4(model)) return(NULL)
+  pkg <- attr(class(model), "package")
+  places <- list(globalenv())
+  if (!is.null(pkg) && pkg %in% loadedNamespaces()) places <- c(list(asNamespace(pkg)), places)
+  for (where in places) {
+    generic <- methods::getGeneric("predict", mustFind = FALSE, where = where)
+    if (is.null(generic)) next
+    method <- methods::selectMethod("predict", class(model), optional = TRUE, fdef = generic)
+    if (!is.null(method) && !methods::is(method, "derivedDefaultMethod")) return(generic)
+  }
+  NULL
+}
+
+# predict(model, <data_arg> = newdata, <args over defaults>) through do.call, with warnings as errors. The call
+# names model and newdata as symbols, so an error message shows predict(model, newdata = newdata, ...) rather
+# than the deparsed model.
+call_predict <- function(model, newdata, defaults, args, data_arg = "newdata") {
+  args <- merge_args(defaults, args)
+  predict <- s4_predict_generic(model)
+  if (is.null(predict)) predict <- stats::predict
+  call_args <- c(list(quote(model)), stats::setNames(list(quote(newdata)), data_arg), args)
+  stop_on_warning(do.call("predict", call_args))
+}
+
+merge_args <- function(defaults, args) {
+  args <- as.list(args)
+  if (length(args) > 0 && (is.null(names(args)) || any(names(args) == ""))) {
+    stop("predict_args must be a JSON object of named predict() arguments")
+  }
+  c(args, defaults[setdiff(names(defaults), names(args))])
+}
+
+stop_on_warning <- function(expr) {
+  withCallingHandlers(expr, warning = function(w) {
+    stop(sprintf("R warned while predicting, so the prediction is not returned: %s", conditionMessage(w)),
+         call. = FALSE)
+  })
+}
+
+# Tree ensembles and svm turn a character column into codes of the values present in the request itself
+# (factor() / data.matrix() of newdata), so the same string gets a different code in a different request:
+# predictions change silently. Refuse, and say how to declare the column.
+refuse_character_columns <- function(newdata, vars, who) {
+  is_chr <- vapply(newdata, is.character, logical(1))
+  bad <- intersect(vars, names(newdata)[is_chr])
+  if (length(bad) > 0) {
+    stop(sprintf(paste0("column '%s' is character, and %s codes character columns by the values present in ",
+                        "each request, which mispredicts silently: declare it as a factor with its training ",
+                        "levels in the model's .json schema"), bad[1], who))
+  }
+}
+
+# Variables that enter a formula as they are (dataClasses is keyed by variable expressions).
+plain_predictors <- function(tt) {
+  classes <- attr(tt, "dataClasses")
+  intersect(names(classes), all.vars(delete.response(tt)))
+}

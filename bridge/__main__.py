@@ -1,0 +1,7 @@
+"""`python -m bridge` is the same CLI as `rbridge`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,581 @@
+"""The pool: R worker processes, the queue in front of them, and their supervision.
+
+Threading model. HTTP threads call `Pool.predict()`, which puts a `Job` on one bounded queue
+(429 when full) and waits on the job's event. Each worker slot has one supervisor thread in
+the gateway (`Slot.run`) that owns its process and socket: it takes the oldest job, merges other
+queued jobs for the same model into one batch (micro-batching), sends it, and waits for the
+answer until the earliest deadline. An idle worker pulls work, so dispatch is least-loaded by
+construction. Nothing else talks to a worker's socket.
+
+Lifecycle of a slot's process: starting (R loads every model) -> idle <-> busy -> draining (being
+replaced: a successor is started first and takes over when Ready) -> dead. A worker that dies
+fails or retries its jobs at once (never leaves them hanging) and is respawned with backoff;
+one that outlives a deadline is killed (SIGTERM, then SIGKILL: R ignores SIGINT in tight loops)
+and respawned; one that exits with EXIT_R_FAILED is not respawned after a few tries.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import random
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from . import protocol, resources
+from .catalog import Entry
+from .errors import BridgeError, Overloaded, RError, Timeout, Unavailable
+
+log = logging.getLogger("bridge.pool")
+
+STATS_INTERVAL = 5.0      # seconds between memory polls of an idle worker
+START_TIMEOUT = 120.0     # seconds a worker may take to load every model
+KILL_GRACE = 1.0          # seconds between SIGTERM and SIGKILL
+R_FAILED_LIMIT = 3        # EXIT_R_FAILED exits in a row before a slot gives up
+HEADROOM = 0.10           # fraction of the container's memory kept free when sizing the pool
+
+
+class Job:
+    """One request waiting for, or being scored by, a worker."""
+    _ids = itertools.count(1)
+
+    def __init__(self, model: str, part: protocol.Part, timeout: float):
+        self.id = next(self._ids)
+        self.model, self.part, self.nrows = model, part, part.nrows
+        self.timeout = timeout
+        self.queued_at = time.monotonic()
+        self.deadline = self.queued_at + timeout
+        self.attempts = 0
+        self.done = threading.Event()
+        self.output = self.error = None
+        self.slot = self.version = None
+        self.batch_size = 1
+
+    def finish(self, output=None, error: BridgeError | None = None, slot=None, version=None):
+        if self.done.is_set():
+            return
+        self.output, self.error, self.slot, self.version = output, error, slot, version
+        self.done.set()
+
+
+class JobQueue:
+    """A bounded FIFO of jobs, with taking of same-model jobs for a batch."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._jobs: collections.deque[Job] = collections.deque()
+        self._cond = threading.Condition()
+
+    def __len__(self):
+        return len(self._jobs)
+
+    def put(self, job: Job, front: bool = False) -> None:
+        with self._cond:
+            if not front and len(self._jobs) >= self.size:
+                raise Overloaded(f"the server is busy: {len(self._jobs)} requests are waiting; "
+                                 "retry shortly", headers={"Retry-After": "1"})
+            (self._jobs.appendleft if front else self._jobs.append)(job)
+            self._cond.notify()
+
+    def take(self, timeout: float) -> Job | None:
+        with self._cond:
+            if not self._jobs:
+                self._cond.wait(timeout)
+            return self._jobs.popleft() if self._jobs else None
+
+    def take_more(self, model: str, max_rows: int, wait: float) -> list[Job]:
+        """Same-model jobs that fit in max_rows, waiting up to `wait` s for more to arrive."""
+        taken, deadline = [], time.monotonic() + wait
+        with self._cond:
+            while max_rows > 0:
+                for job in list(self._jobs):
+                    if job.model == model and job.nrows <= max_rows:
+                        self._jobs.remove(job)
+                        taken.append(job)
+                        max_rows -= job.nrows
+                remaining = deadline - time.monotonic()
+                if max_rows <= 0 or remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+        return taken
+
+    def remove(self, job: Job) -> bool:
+        with self._cond:
+            try:
+                self._jobs.remove(job)
+                return True
+            except ValueError:
+                return False
+
+    def wake_all(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+
+class Process:
+    """A started worker process and the gateway's end of its socket."""
+
+    def __init__(self, slot: int, settings, specs: list):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        cmd = [sys.executable, "-m", "bridge.worker", "--fd", str(theirs.fileno()),
+               "--slot", str(slot), "--r-dir", str(settings.r_dir),
+               "--log-format", "json" if settings.log_format == "json" else "text"]
+        if settings.worker_memory_limit:
+            cmd += ["--memory-limit", str(settings.worker_memory_limit)]
+        self.popen = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], close_fds=True)
+        theirs.close()
+        self.sock, self.pid, self.started = ours, self.popen.pid, time.monotonic()
+        self.ready: protocol.Ready | None = None
+        protocol.send(self.sock, protocol.Load(specs))
+
+    def kill(self, grace: float = KILL_GRACE) -> int | None:
+        """SIGTERM, then SIGKILL after `grace` seconds; returns the exit code."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+        self.sock.close()
+        return self.popen.wait()
+
+    def close(self, grace: float = 5.0) -> int | None:
+        """Ask it to exit by closing its socket (it finishes nothing: it is idle)."""
+        self.sock.close()
+        try:
+            return self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            return self.kill()
+
+
+def await_ready(proc: Process) -> str | None:
+    """Wait for a new process's Ready; None when it came, else why not."""
+    try:
+        if not select.select([proc.sock], [], [], START_TIMEOUT)[0]:
+            return f"not ready after {START_TIMEOUT:g} s"
+        proc.ready = protocol.recv(proc.sock)
+        return None
+    except (EOFError, OSError) as exc:
+        return str(exc)
+
+
+class Slot:
+    """One worker slot: a supervisor thread, its current process, and the figures /status shows."""
+
+    def __init__(self, pool: "Pool", index: int):
+        self.pool, self.index = pool, index
+        self.proc: Process | None = None
+        self.successor: Process | None = None
+        self.state = "starting"
+        self.current: list[Job] = []
+        self.busy_since: float | None = None
+        self.served = self.restarts = self.r_failures = 0
+        self.recycle_at = pool.recycle_after()
+        self.stats: protocol.StatsReply | None = None
+        self.stats_at = 0.0
+        self.last_exit: str | None = None
+        self.thread = threading.Thread(target=self.run, name=f"slot-{index}", daemon=True)
+
+    # -- the supervisor loop ---------------------------------------------------------------
+    def run(self) -> None:
+        backoff = 0.1
+        while not self.pool.stopping:
+            if self.proc is None:
+                if not self._start():
+                    if self.state == "failed":
+                        return
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                backoff = 0.1
+            if self.successor is not None and self._successor_ready():
+                continue
+            job = self.pool.queue.take(0.05 if self.successor else STATS_INTERVAL)
+            if job is None:
+                if self.proc and time.monotonic() - self.stats_at >= STATS_INTERVAL:
+                    self._poll_stats()
+                continue
+            if self.pool.stopping and job.done.is_set():
+                continue
+            self._score([job] + self._batch_mates(job))
+        if self.proc:
+            self.proc.close()
+            self.proc = None
+        self.state = "dead"
+
+    def _start(self) -> bool:
+        """Start a process and wait for it to load every model; False if it failed."""
+        self.state = "starting"
+        proc = self.pool.first_process.pop(self.index, None) or Process(self.index, self.pool.settings,
+                                                                          self.pool.specs)
+        if proc.ready is None and not self._await_ready(proc):
+            return False
+        self.proc = proc
+        self.state = "idle"
+        self.stats_at = 0.0
+        self.pool.on_ready(self, proc)
+        return True
+
+    def _await_ready(self, proc: Process) -> bool:
+        error = await_ready(proc)
+        if error is None:
+            self.r_failures = 0
+            return True
+        code = proc.kill()
+        self.restarts += 1
+        self.last_exit = _describe_exit(code)
+        log.error("worker %s failed to start: %s (%s)", self.index, self.last_exit, error)
+        if code == protocol.EXIT_R_FAILED:
+            self.r_failures += 1
+            if self.r_failures >= R_FAILED_LIMIT:
+                self.state = "failed"
+                log.error("worker %s: R cannot start (%s tries); not respawning it",
+                          self.index, self.r_failures)
+        return False
+
+    def _batch_mates(self, job: Job) -> list[Job]:
+        max_rows, wait_ms = self.pool.batch_limits(job.model)
+        if max_rows <= 1 or job.nrows >= max_rows:
+            return []
+        return self.pool.queue.take_more(job.model, max_rows - job.nrows, wait_ms / 1000.0)
+
+    def _score(self, jobs: list[Job]) -> None:
+        live = [j for j in jobs if not j.done.is_set()]
+        if not live:
+            return
+        proc = self.proc
+        self.state, self.current, self.busy_since = "busy", live, time.monotonic()
+        wait = self.pool.metrics.queue_wait.labels(live[0].model)
+        for j in live:
+            j.attempts += 1
+            j.batch_size = len(live)
+            wait.observe(self.busy_since - j.queued_at)
+        message = protocol.Score(live[0].id, live[0].model, [j.part for j in live])
+        deadline = min(j.deadline for j in live)
+        try:
+            protocol.send(proc.sock, message)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([proc.sock], [], [], remaining)[0]:
+                    self._on_timeout(live)
+                    return
+                reply = protocol.recv(proc.sock)
+                if isinstance(reply, protocol.Scored) and reply.batch_id == message.batch_id:
+                    break
+        except (EOFError, OSError):
+            self._on_crash(live)
+            return
+        finally:
+            self.current, self.busy_since = [], None
+        version = self.pool.version_of(proc, live[0].model)
+        for job, out in zip(live, reply.outputs):
+            if isinstance(out, dict):
+                job.finish(error=BridgeError.from_dict(out), slot=self.index, version=version)
+            else:
+                job.finish(out, slot=self.index, version=version)
+        self.served += len(live)
+        self.pool.metrics.batch(live[0].model, len(live), sum(j.nrows for j in live),
+                                reply.r_seconds)
+        self.state = "idle"
+        self._maybe_recycle()
+
+    def _on_timeout(self, jobs: list[Job]) -> None:
+        now = time.monotonic()
+        for job in jobs:
+            if job.deadline <= now:
+                job.finish(error=Timeout(
+                    f"the model took longer than {job.timeout:g} s; the worker was stopped. "
+                    "Send fewer rows, or raise the timeout (--timeout, or timeout in <model>.json)"))
+            else:
+                self.pool.retry_or_fail(job, "its worker was stopped for another request's timeout")
+        log.warning("worker %s: request outlived its deadline; killing pid %s", self.index, self.proc.pid)
+        self._replace(self.proc.kill(), "timeout")
+
+    def _on_crash(self, jobs: list[Job]) -> None:
+        code = self.proc.kill(grace=0.2)
+        desc = _describe_exit(code)
+        for job in jobs:
+            self.pool.retry_or_fail(job, f"the worker scoring it died ({desc})")
+        hint = " (SIGKILL: memory may have run out)" if code == -signal.SIGKILL else ""
+        log.error("worker %s (pid %s) died while busy: %s%s", self.index, self.proc.pid, desc, hint)
+        self._replace(code, "crash")
+
+    def _replace(self, code, reason: str) -> None:
+        self.last_exit = f"{reason}: {_describe_exit(code)}"
+        self.restarts += 1
+        self.pool.metrics.restart(self.index, reason)
+        if self.successor is not None:   # a replacement was already on its way
+            self.proc, self.successor = self.successor, None
+            if self.proc.ready is None and not self._await_ready(self.proc):
+                self.proc = None
+            else:
+                self.state = "idle"
+                self.pool.on_ready(self, self.proc)
+            return
+        self.proc = None
+        self.state = "starting"
+
+    # -- recycling -------------------------------------------------------------------------
+    def _maybe_recycle(self) -> None:
+        if self.successor is not None:
+            return
+        reason = None
+        if self.recycle_at and self.served >= self.recycle_at:
+            reason = f"served {self.served} requests (--max-requests)"
+        elif self.pool.settings.max_worker_memory:
+            rss = resources.process_memory(self.proc.pid, full=False)["rss"]
+            if rss > self.pool.settings.max_worker_memory:
+                reason = f"memory {rss >> 20} MiB passed --max-worker-memory"
+        if reason:
+            self.recycle(reason)
+
+    def recycle(self, reason: str) -> None:
+        """Start a successor now; it takes over when Ready, and the old process is retired."""
+        log.info("worker %s: recycling (%s)", self.index, reason)
+        self.state = "draining"
+        self.successor = Process(self.index, self.pool.settings, self.pool.specs)
+
+    def _successor_ready(self) -> bool:
+        """Swap in the successor once it is ready; True if a swap (or failure) happened."""
+        succ = self.successor
+        if not select.select([succ.sock], [], [], 0)[0]:
+            return False
+        self.successor = None
+        try:
+            succ.ready = protocol.recv(succ.sock)
+        except (EOFError, OSError):
+            log.error("worker %s: replacement failed to start (%s)", self.index, _describe_exit(succ.kill()))
+            self.state = "idle"
+            return True
+        old, self.proc = self.proc, succ
+        old.close()
+        self.served, self.recycle_at = 0, self.pool.recycle_after()
+        self.restarts += 1
+        self.state, self.stats_at = "idle", 0.0
+        self.pool.on_ready(self, succ)
+        self.pool.metrics.restart(self.index, "recycle")
+        return True
+
+    # -- figures ---------------------------------------------------------------------------
+    def _poll_stats(self) -> None:
+        proc = self.proc
+        try:
+            protocol.send(proc.sock, protocol.Stats())
+            if not select.select([proc.sock], [], [], 10)[0]:
+                raise EOFError("no answer to a stats poll in 10 s")
+            reply = protocol.recv(proc.sock)
+        except (EOFError, OSError):
+            self._on_crash([])
+            return
+        self.stats, self.stats_at = reply, time.monotonic()
+
+    def describe(self, full_memory: bool = True) -> dict:
+        proc = self.proc
+        out = {"slot": self.index, "state": self.state, "pid": proc.pid if proc else None,
+               "requests_served": self.served, "restarts": self.restarts,
+               "last_exit": self.last_exit, "current_request": None, "busy_seconds": None,
+               "memory": None, "models": []}
+        busy_since, current = self.busy_since, self.current
+        if busy_since is not None and current:
+            out["current_request"] = current[0].part.request_id
+            out["busy_seconds"] = round(time.monotonic() - busy_since, 3)
+        if proc and proc.popen.poll() is None:
+            try:
+                mem = resources.process_memory(proc.pid, full=full_memory)
+            except Exception:  # the process went away between the check and the read
+                mem = {}
+            if self.stats:
+                mem["r_heap"] = self.stats.r_heap_bytes
+                mem["r_heap_max"] = self.stats.r_heap_max_bytes
+            out["memory"] = mem
+        if proc and proc.ready:
+            out["models"] = [f"{m.name}@{m.version}" for m in proc.ready.models if m.ok]
+        return out
+
+
+class Pool:
+    """Starts the slots, owns the queue, and answers the app's questions."""
+
+    def __init__(self, settings, entries: dict[str, Entry], metrics):
+        self.settings, self.entries, self.metrics = settings, entries, metrics
+        self.specs = [e.spec for e in entries.values() if e.spec is not None]
+        self.queue = JobQueue(settings.queue_size)
+        self.slots: list[Slot] = []
+        self.first_process: dict[int, Process] = {}
+        self.infos: dict[str, protocol.ModelInfo] = {}
+        self.size_reason = ""
+        self.failed_reason = None
+        self.draining = False         # SIGTERM seen: /readyz says 503, requests still served
+        self.stopping = False
+        self.started = False
+        self._lock = threading.Lock()
+
+    # -- start and stop --------------------------------------------------------------------
+    def start(self) -> None:
+        """Start one worker, size the pool from what it uses, then start the rest."""
+        wanted, reason = self.effective_size()
+        first = Process(0, self.settings, self.specs)
+        error = await_ready(first)
+        if error is not None:
+            code = first.kill()
+            self.failed_reason = f"the first worker could not start: {_describe_exit(code)} ({error})"
+            log.error("pool: %s", self.failed_reason)
+            raise RuntimeError(self.failed_reason)
+        self.first_process[0] = first
+        self._record_infos(first.ready)
+        fits, mem_reason = self.memory_fit(first.pid)
+        if fits < wanted:
+            wanted, reason = fits, mem_reason
+            log.warning("pool: starting %s workers: %s", wanted, reason)
+        self.size_reason = reason
+        log.info("pool: %s worker(s) (%s)", wanted, reason,
+                 extra={"fields": {"event": "pool_size", "workers": wanted}})
+        self.slots = [Slot(self, i) for i in range(wanted)]
+        for slot in self.slots:
+            slot.thread.start()
+        self.started = True
+
+    def effective_size(self) -> tuple[int, str]:
+        s = self.settings
+        cores, where = resources.usable_cpus()
+        cap = cores * s.workers_per_core
+        if s.workers > cap:
+            return cap, (f"--workers {s.workers} capped at {cap} = {where} x --workers-per-core "
+                         f"{s.workers_per_core}")
+        return s.workers, f"--workers {s.workers} ({where})"
+
+    def memory_fit(self, pid: int) -> tuple[int, str]:
+        """How many workers like `pid` (at its peak) fit in the memory this container may use."""
+        peak = max(resources.peak_rss(pid), 1)
+        mem = resources.container_memory()
+        gateway = resources.process_memory(os.getpid(), full=False)["rss"]
+        budget = mem["limit"] * (1 - HEADROOM) - gateway
+        fits = max(1, int(budget // peak))
+        return fits, (f"memory: each worker peaked at {peak >> 20} MiB after loading and warming "
+                      f"every model; {mem['limit'] >> 20} MiB ({mem['source']}) less "
+                      f"{int(HEADROOM * 100)}% headroom and the gateway's {gateway >> 20} MiB fits {fits}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping = True
+        self.queue.wake_all()
+        deadline = time.monotonic() + timeout
+        for slot in self.slots:
+            slot.thread.join(max(0.1, deadline - time.monotonic()))
+        for slot in self.slots:
+            for proc in (slot.proc, slot.successor):
+                if proc and proc.popen.poll() is None:
+                    proc.kill()
+        for proc in self.first_process.values():
+            proc.kill()
+        while True:   # anything still queued will not be scored now
+            job = self.queue.take(0)
+            if job is None:
+                break
+            job.finish(error=Unavailable("the server shut down before scoring this request; retry it"))
+
+    # -- requests --------------------------------------------------------------------------
+    def predict(self, model: str, part: protocol.Part, timeout: float) -> Job:
+        """Queue a part and wait for its result; returns the finished job or raises BridgeError."""
+        if self.stopping:
+            raise Unavailable("the server is shutting down; retry on another replica",
+                              headers={"Retry-After": "1"})
+        if self.failed_reason or (self.started and all(s.state == "failed" for s in self.slots)):
+            raise Unavailable("no R worker can run: " + (self.failed_reason or "R cannot start")
+                              + " (see /readyz and the server log)", headers={"Retry-After": "5"})
+        job = Job(model, part, timeout)
+        self.queue.put(job)
+        if not job.done.wait(timeout):
+            if self.queue.remove(job):
+                job.finish(error=Timeout(f"no worker was free within {timeout:g} s; the server is "
+                                         "overloaded or the timeout is too short"))
+            job.done.wait(KILL_GRACE + 5)   # in flight: its slot finishes it at the deadline
+        if not job.done.is_set():
+            job.finish(error=Timeout(f"the request took longer than {timeout:g} s"))
+        if job.error is not None:
+            raise job.error
+        return job
+
+    def retry_or_fail(self, job: Job, why: str) -> None:
+        if self.settings.retry_on_crash and job.attempts < 2 and not self.stopping \
+                and job.deadline > time.monotonic():
+            log.info("retrying request %s on another worker: %s", job.part.request_id, why)
+            self.queue.put(job, front=True)
+        else:
+            job.finish(error=Unavailable(f"{why}; the request was not completed. Retry it "
+                                         "(predictions are idempotent)"))
+
+    def batch_limits(self, model: str) -> tuple[int, float]:
+        entry = self.entries.get(model)
+        rows = entry.batch_max_rows if entry and entry.batch_max_rows is not None else self.settings.max_batch_rows
+        wait = entry.batch_max_wait_ms if entry and entry.batch_max_wait_ms is not None \
+            else self.settings.max_batch_wait_ms
+        return int(rows), float(wait)
+
+    def timeout_for(self, model: str) -> float:
+        entry = self.entries.get(model)
+        return float(entry.timeout) if entry and entry.timeout else self.settings.timeout
+
+    def recycle_after(self) -> int:
+        s = self.settings
+        if not s.max_requests:
+            return 0
+        return s.max_requests + (random.randint(0, s.max_requests_jitter) if s.max_requests_jitter else 0)
+
+    # -- state -----------------------------------------------------------------------------
+    def on_ready(self, slot: Slot, proc: Process) -> None:
+        self._record_infos(proc.ready)
+        log.info("worker %s ready (pid %s, %.2f s)", slot.index, proc.pid, time.monotonic() - proc.started,
+                 extra={"fields": {"event": "worker_ready", "slot": slot.index, "pid": proc.pid}})
+
+    def _record_infos(self, ready: protocol.Ready) -> None:
+        with self._lock:
+            for info in ready.models:
+                self.infos[info.name] = info
+
+    def version_of(self, proc: Process, model: str) -> str:
+        for info in proc.ready.models:
+            if info.name == model:
+                return info.version
+        return ""
+
+    def ready(self) -> tuple[bool, str]:
+        if self.draining or self.stopping:
+            return False, "draining: the server is shutting down"
+        if self.failed_reason:
+            return False, self.failed_reason
+        if not self.started:
+            return False, "starting: workers are loading models"
+        if not any(s.proc is not None for s in self.slots):
+            return False, "no live worker"
+        failed = [n for n, e in self.entries.items() if e.spec is None or
+                  (n in self.infos and not self.infos[n].ok)]
+        if failed:
+            return False, f"model(s) failed to load: {', '.join(failed)}"
+        return True, "ready"
+
+    def status(self) -> dict:
+        return {"workers": [s.describe() for s in self.slots],
+                "queue_depth": len(self.queue), "queue_size": self.queue.size,
+                "effective_size": len(self.slots), "size_reason": self.size_reason,
+                "container_memory": resources.container_memory()}
+
+
+def _describe_exit(code) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    if code == protocol.EXIT_R_FAILED:
+        return "exit code 3: R could not start"
+    return f"exit code {code}"

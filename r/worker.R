@@ -1,0 +1,56 @@
+# The glue the Python worker calls on every request. Kept to one R call per scoring request:
+# build newdata from typed vectors, score it, normalise the result, all inside one tryCatch so
+# that an R error comes back as a value carrying R's message instead of a traceback.
+
+# Build a data.frame from column vectors without data.frame()'s checks and copies.
+# cols: list of vectors (double, integer codes for factors, character, logical);
+# levels: list with, per column, NULL or the training levels (then the integer codes become a
+# factor with exactly those levels, in training order); ordered: logical per column.
+bridge_frame <- function(cols, col_names, levels, ordered, n) {
+  for (i in seq_along(cols)) {
+    lv <- levels[[i]]
+    if (!is.null(lv) && is.integer(cols[[i]])) {
+      cols[[i]] <- structure(cols[[i]], levels = lv,
+                             class = if (ordered[[i]]) c("ordered", "factor") else "factor")
+    }
+  }
+  structure(cols, names = col_names, class = "data.frame", row.names = c(NA_integer_, -n))
+}
+
+# Score one request (or a merged batch). Returns list(ok = TRUE, output = bridge_output(...))
+# or list(ok = FALSE, message = <R's condition message>).
+bridge_run <- function(loaded, cols, col_names, levels, ordered, n) {
+  tryCatch({
+    newdata <- bridge_frame(cols, col_names, levels, ordered, n)
+    list(ok = TRUE, output = bridge_output(loaded$score(newdata), n))
+  }, error = function(e) list(ok = FALSE, message = bridge_condition_text(e)))
+}
+
+# Run f() and catch its error as list(ok = FALSE, message =) (used for loading models).
+bridge_try <- function(f) {
+  tryCatch(list(ok = TRUE, value = f()),
+           error = function(e) list(ok = FALSE, message = bridge_condition_text(e)))
+}
+
+# bridge_load (r/load.R) behind bridge_try: the worker reports a failed model, it never dies of one.
+bridge_load_safe <- function(name, rds_path, script_path, predict_args) {
+  bridge_try(function() bridge_load(name, rds_path, script_path, predict_args))
+}
+
+bridge_condition_text <- function(e) {
+  msg <- conditionMessage(e)
+  call <- conditionCall(e)
+  if (!is.null(call) && !identical(deparse(call)[1], "doTryCatch(return(expr), name, parentenv, handler)")) {
+    msg <- paste0(msg, " (in ", deparse(call, nlines = 1L)[1], ")")
+  }
+  msg
+}
+
+# R's own heap, in bytes: in use now (after a collection) and the most it has held.
+bridge_heap <- function() {
+  g <- gc(verbose = FALSE)
+  ncell <- 56  # bytes per cons cell on 64-bit builds
+  vcell <- 8
+  c(used = g[1, 1] * ncell + g[2, 1] * vcell,
+    max = g[1, 5] * ncell + g[2, 5] * vcell)  # column 5 is "max used", in cells
+}

@@ -84,11 +84,25 @@ def serve(sock: socket.socket, session) -> int:
 def _load(session, spec: protocol.ModelSpec) -> protocol.ModelInfo:
     """Load one model; a failure of any kind marks that model failed, never the worker."""
     try:
-        return session.load(spec)
+        info = session.load(spec)
     except Exception as exc:
         log.exception("model %s: loading failed in the bridge", spec.name)
         return protocol.ModelInfo(spec.name, spec.version, ok=False,
                                   error=f"the bridge could not load it: {exc}")
+    if info.ok and info.schema:
+        error = _warm_up(session, info)
+        if error:
+            session.models.pop(spec.name, None)
+            info.ok, info.error = False, f"the warm-up prediction failed: {error}"
+    return info
+
+
+def _warm_up(session, info: protocol.ModelInfo) -> str | None:
+    """Score one schema-shaped row, so a model that cannot predict is caught now, not by a caller."""
+    from .validate import Schema, example_rows
+    columns, nrows = Schema(info.schema).encode({"data": example_rows(info.schema)}, 1)
+    outputs, _ = session.score(info.name, [protocol.Part("warm-up", nrows, columns)])
+    return outputs[0]["error"]["message"] if isinstance(outputs[0], dict) else None
 
 
 def _protect_gateway() -> None:

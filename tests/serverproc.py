@@ -1,0 +1,108 @@
+"""Start a real `rbridge serve` for tests: free port, users file, log captured to a file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from bridge import users
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN = ("admin", "admin-password-for-tests")
+SCORER = ("scorer", "scorer-password-for-tests")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_users(path: Path) -> Path:
+    users.set_user(path, *ADMIN, role="admin")
+    users.set_user(path, *SCORER, role="scorer")
+    return path
+
+
+class Server:
+    """A running server; `url`, `log_text()`, `get/post` with admin or scorer credentials."""
+
+    def __init__(self, models: Path, workdir: Path, *args: str, env: dict | None = None,
+                 wait_ready: bool = True, timeout: float = 90):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.users = self.workdir / "users.json"
+        if not self.users.exists():
+            make_users(self.users)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.workdir / f"server-{self.port}.log"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("RBRIDGE_")}
+        full_env.update(env or {})
+        cmd = [sys.executable, "-m", "bridge", "serve", "--models", str(models), "--users",
+               str(self.users), "--port", str(self.port), "--log-format", "json", *args]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                                     env=full_env)
+        self.session = requests.Session()
+        self.session.auth = ADMIN
+        self.wait("/healthz", timeout)
+        if wait_ready:
+            self.wait("/readyz", timeout)
+
+    def wait(self, path: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
+            try:
+                if requests.get(self.url + path, timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{path} not 200 after {timeout} s:\n{self.log_text()[-3000:]}")
+
+    def post(self, path: str, json=None, auth=ADMIN, **kw):
+        return self.session.post(self.url + path, json=json, auth=auth, timeout=kw.pop("timeout", 60), **kw)
+
+    def get(self, path: str, auth=ADMIN, **kw):
+        return self.session.get(self.url + path, auth=auth, timeout=kw.pop("timeout", 60), **kw)
+
+    def predict(self, model: str, rows: list, **kw):
+        return self.post(f"/models/{model}/predict", {"data": rows}, **kw)
+
+    def log_text(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def rscript(code: str, timeout: float = 120) -> str:
+    out = subprocess.run(["Rscript", "-e", code], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"Rscript failed:\n{out.stderr[-3000:]}")
+    return out.stdout

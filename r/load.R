@@ -47,14 +47,11 @@ bridge_load <- function(name, rds_path, script_path = NULL, predict_args = list(
   )
 }
 
+# readRDS does not load the packages of the classes it reads (step 2 does), and a namespace the object refers
+# to that is not installed is silently replaced by globalenv(): only the file itself can fail here.
 read_model <- function(path, fail) {
   if (!file.exists(path)) fail("cannot read %s: no such file", path)
-  tryCatch(readRDS(path), error = function(e) {
-    # Objects that refer to a namespace (e.g. a formula made inside a package) load it while being read.
-    pkg <- missing_package(conditionMessage(e))
-    if (!is.na(pkg)) fail("%s", package_missing_message(pkg))
-    fail("cannot read %s: %s", path, conditionMessage(e))
-  })
+  tryCatch(readRDS(path), error = function(e) fail("cannot read %s: %s", path, conditionMessage(e)))
 }
 
 # Packages whose namespace must be loaded before predict(): from a map for the classes the bridge knows, else
@@ -104,11 +101,6 @@ load_package <- function(pkg, fail) {
 package_missing_message <- function(pkg) {
   sprintf("package '%s' is needed to load this model but is not installed (on Debian: apt-get install r-cran-%s)",
           pkg, tolower(pkg))
-}
-
-missing_package <- function(message) {
-  m <- regmatches(message, regexec("there is no package called .([A-Za-z0-9.]+).", message))[[1]]
-  if (length(m) == 2) m[2] else NA_character_
 }
 
 script_path_for <- function(rds_path) sub("\\.rds$", ".R", rds_path, ignore.case = TRUE)

@@ -1,0 +1,68 @@
+"""Shared fixtures: real servers with small models the tests train themselves (fixed seeds)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from serverproc import ROOT, Server, rscript  # noqa: F401  (re-exported for tests)
+
+CHAOS_R = r'''
+# A test model whose score() misbehaves on request: spin forever, eat memory, die, sleep.
+score <- function(model, newdata) {
+  mode <- newdata$mode[1]
+  if (mode == "spin") repeat {}
+  if (mode == "hog") { x <- list(); repeat x[[length(x) + 1]] <- numeric(1e7) }
+  if (mode == "die") tools::pskill(Sys.getpid(), tools::SIGKILL)
+  if (mode == "segv") tools::pskill(Sys.getpid(), tools::SIGSEGV)
+  if (mode == "sleep") Sys.sleep(newdata$x[1])
+  if (mode == "fail") stop("asked to fail")
+  newdata$x * model$factor
+}
+'''
+CHAOS_JSON = '''{"version": "chaos-1", "schema": {"columns": [
+  {"name": "mode", "type": "character"}, {"name": "x", "type": "numeric"}]}}'''
+
+
+@pytest.fixture(scope="session")
+def small_models(tmp_path_factory) -> Path:
+    """cars (lm with a factor), iris (randomForest classifier), chaos (misbehaving script)."""
+    d = tmp_path_factory.mktemp("models")
+    rscript(f'''
+      d <- mtcars; d$cyl <- factor(d$cyl)
+      saveRDS(lm(mpg ~ wt + hp + cyl, d), "{d}/cars.rds")
+      suppressMessages(library(randomForest)); set.seed(42)
+      saveRDS(randomForest(Species ~ ., iris, ntree = 30), "{d}/iris.rds")
+      saveRDS(structure(list(factor = 2), class = "chaos"), "{d}/chaos.rds")
+    ''')
+    (d / "chaos.R").write_text(CHAOS_R)
+    (d / "chaos.json").write_text(CHAOS_JSON)
+    return d
+
+
+@pytest.fixture(scope="session")
+def server(small_models, tmp_path_factory):
+    """One shared server (2 workers) for tests that do not disturb it."""
+    with Server(small_models, tmp_path_factory.mktemp("server"), "--workers", "2", "--timeout", "20") as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def fixture_models(tmp_path_factory) -> Path:
+    """One small model per supported R class, with 120 rows and R's own predictions."""
+    d = tmp_path_factory.mktemp("fixtures")
+    subprocess.run(["Rscript", str(ROOT / "tests/fixtures/make_fixtures.R"), str(d)], check=True,
+                   capture_output=True, timeout=300)
+    return d
+
+
+def copy_models(src: Path, dst: Path, names: list[str]) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        for ext in (".rds", ".R", ".json"):
+            if (src / f"{name}{ext}").exists():
+                shutil.copy(src / f"{name}{ext}", dst / f"{name}{ext}")
+    return dst

@@ -25,7 +25,8 @@ bridge_load <- function(name, rds_path, script_path = NULL, predict_args = list(
   predict_args <- as.list(predict_args)
   script <- NULL
   if (is.null(script_path)) {
-    if (!can_score(model)) fail("%s", no_predict_message(model, script_path_for(rds_path)))
+    problem <- score_problem(model, script_path_for(rds_path))
+    if (!is.null(problem)) fail("%s", problem)
     tryCatch(merge_args(list(), predict_args), error = function(e) fail("%s", conditionMessage(e)))
   } else {
     if (length(predict_args) > 0) {

@@ -80,9 +80,12 @@ bridge_score.svm <- function(model, newdata, args = list()) {
   pred
 }
 
+# Any other class with a predict() method. newdata goes in second place, unnamed: methods name that argument
+# differently (newdata, data, newx, x), and one whose formals lack "newdata" would swallow a named newdata in
+# ... and answer for the training data instead.
 bridge_score.default <- function(model, newdata, args = list()) {
   if (!has_predict_method(model)) stop(no_predict_message(model, "models/<name>.R"))
-  call_predict(model, newdata, list(), args)
+  call_predict(model, newdata, list(), args, data_arg = NULL)
 }
 
 no_predict_message <- function(model, script) {
@@ -90,12 +93,19 @@ no_predict_message <- function(model, script) {
           class(model)[1], script)
 }
 
-# TRUE when bridge_score() can score this model: a method of its own, or a predict() method R can find.
-can_score <- function(model) {
+# Why bridge_score() cannot score this model, or NULL: checked when a model without a script is loaded, so a
+# model that could never answer fails at load rather than on every request.
+score_problem <- function(model, script) {
+  if (inherits(model, "randomForest") && is.null(model$forest)) {
+    return("the randomForest model was saved without its forest: refit with keep.forest = TRUE")
+  }
+  if (inherits(model, "ranger") && is.null(model$forest)) {
+    return("the ranger model was saved without its forest: refit with write.forest = TRUE")
+  }
   own <- any(vapply(class(model), function(cl) {
     !is.null(utils::getS3method("bridge_score", cl, optional = TRUE, envir = environment(bridge_score)))
   }, logical(1)))
-  own || has_predict_method(model)
+  if (own || has_predict_method(model)) NULL else no_predict_message(model, script)
 }
 
 has_predict_method <- function(model) {
@@ -119,14 +129,16 @@ s4_predict_generic <- function(model) {
   NULL
 }
 
-# predict(model, <data_arg> = newdata, <args over defaults>) through do.call, with warnings as errors. The call
-# names model and newdata as symbols, so an error message shows predict(model, newdata = newdata, ...) rather
-# than the deparsed model.
+# predict(model, <data_arg> = newdata, <args over defaults>) through do.call, with warnings as errors
+# (data_arg NULL: newdata unnamed, in second place). The call names model and newdata as symbols, so an error
+# message shows predict(model, newdata = newdata, ...) rather than the deparsed model.
 call_predict <- function(model, newdata, defaults, args, data_arg = "newdata") {
   args <- merge_args(defaults, args)
   predict <- s4_predict_generic(model)
   if (is.null(predict)) predict <- stats::predict
-  call_args <- c(list(quote(model)), stats::setNames(list(quote(newdata)), data_arg), args)
+  data <- list(quote(newdata))
+  if (!is.null(data_arg)) names(data) <- data_arg
+  call_args <- c(list(quote(model)), data, args)
   stop_on_warning(do.call("predict", call_args))
 }
 

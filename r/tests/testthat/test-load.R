@@ -125,6 +125,12 @@ test_that("unreadable or missing files, missing packages, unknown classes", {
   expect_null(odd$schema)
   expect_equal(odd$score(rows), rep(1, nrow(rows)))
 
+  set.seed(5)
+  saveRDS(randomForest::randomForest(cls ~ x1, train, ntree = 5, keep.forest = FALSE), rds(dir, "noforest"))
+  expect_error(bridge_load("noforest", rds(dir, "noforest")),
+               "model 'noforest': the randomForest model was saved without its forest: refit with keep.forest = TRUE",
+               fixed = TRUE)
+
   # an S4 object whose class comes from a package that is not installed
   where <- new.env()
   methods::setClass("BridgeFakeS4", methods::representation(x = "numeric"), where = where)

@@ -126,7 +126,13 @@ test_that("default: any class with a predict() method R can find", {
   m <- quietly(nnet::multinom(k ~ x1 + f, train))
   expect_equal(bridge_score(m, rows), predict(m, rows))
   expect_equal(bridge_score(m, rows, list(type = "probs")), predict(m, rows, type = "probs"))
-  expect_true(can_score(m))
+  expect_null(score_problem(m, "models/mn.R"))
+})
+
+test_that("default: newdata goes in second place, whatever the method calls it", {
+  registerS3method("predict", "bridge_positional", function(object, x, ...) x$x1 * object$k)
+  m <- structure(list(k = 2), class = "bridge_positional")
+  expect_equal(bridge_score(m, rows), rows$x1 * 2)
 })
 
 test_that("default: an S4 class whose package set a predict() method", {
@@ -134,13 +140,13 @@ test_that("default: an S4 class whose package set a predict() method", {
   set.seed(3)
   m <- kernlab::ksvm(cls ~ x1 + x2, data = train, kernel = "vanilladot", kpar = list())
   expect_true(isS4(m))
-  expect_true(can_score(m))
+  expect_null(score_problem(m, "models/k.R"))
   expect_equal(bridge_score(m, rows), kernlab::predict(m, rows))
 })
 
 test_that("default: no predict() method is an error that says to write score()", {
   obj <- structure(list(), class = "bridge_nothing")
-  expect_false(can_score(obj))
+  expect_match(score_problem(obj, "models/odd.R"), "write score(model, newdata) in models/odd.R", fixed = TRUE)
   expect_error(bridge_score(obj, rows),
                "model class 'bridge_nothing' has no predict\\(\\) method the bridge knows; write score\\(model, newdata\\) in models/<name>.R")
 })

@@ -69,20 +69,14 @@ bridge_score.rpart <- function(model, newdata, args = list()) {
 bridge_score.svm <- function(model, newdata, args = list()) {
   if (!is.null(model$terms)) refuse_character_columns(newdata, plain_predictors(model$terms), "e1071 svm")
   pred <- call_predict(model, newdata, list(na.action = stats::na.exclude), args)
-  for (what in c("probabilities", "decision.values")) {
-    asked <- if (what == "probabilities") args$probability else args$decision.values
-    if (isTRUE(asked)) {
-      out <- attr(pred, what)
-      if (is.null(out)) stop(sprintf("the svm gave no %s: was it fitted with probability = TRUE?", what))
-      return(out)
-    }
+  if (isTRUE(args$probability)) {
+    if (is.null(attr(pred, "probabilities"))) stop("the svm was fitted without probability = TRUE: it gives no probabilities")
+    return(attr(pred, "probabilities"))
   }
+  if (isTRUE(args$decision.values)) return(attr(pred, "decision.values"))
   pred
 }
 
-# Any other class with a predict() method. newdata goes in second place, unnamed: methods name that argument
-# differently (newdata, data, newx, x), and one whose formals lack "newdata" would swallow a named newdata in
-# ... and answer for the training data instead.
 bridge_score.default <- function(model, newdata, args = list()) {
   if (!has_predict_method(model)) stop(no_predict_message(model, "models/<name>.R"))
   call_predict(model, newdata, list(), args, data_arg = NULL)

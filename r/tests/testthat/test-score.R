@@ -155,3 +155,8 @@ test_that("predict_args must be named", {
   expect_error(bridge_score(fitted_model("lm"), rows, list("response")), "JSON object of named")
   expect_equal(merge_args(list(type = "a", n = 1), list(type = "b")), list(type = "b", n = 1))
 })
+
+test_that("svm: probabilities from a fit without them: e1071 warns, so an error, not labels", {
+  expect_error(bridge_score(fitted_model("svm_factor"), rows, list(probability = TRUE)),
+               "trained using `probability = TRUE`")
+})

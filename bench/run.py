@@ -91,46 +91,52 @@ class Children:
             return []
 
     def stop(self, p: subprocess.Popen, grace: float = 5.0) -> None:
-        if p.poll() is None:
-            descendants = self._tree(p.pid)
-            for sig_target in ("group", "pid"):
+        self.stop_many([p], grace)
+
+    def stop_many(self, procs: list[subprocess.Popen], grace: float = 5.0) -> None:
+        """SIGTERM every process's session at once, wait up to `grace` seconds in all, then SIGKILL what is left
+        (and any descendant that left the session)."""
+        descendants: list[int] = []
+        for p in procs:
+            if p.poll() is None:
+                descendants += self._tree(p.pid)
                 try:
-                    if sig_target == "group":
-                        os.killpg(p.pid, signal.SIGTERM)
-                    else:
-                        p.send_signal(signal.SIGTERM)
-                    break
+                    os.killpg(p.pid, signal.SIGTERM)
                 except (ProcessLookupError, PermissionError):
-                    continue
+                    try:
+                        p.terminate()
+                    except ProcessLookupError:
+                        pass
+        deadline = time.monotonic() + grace
+        for p in procs:
             try:
-                p.wait(grace)
+                p.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                pass
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)     # anything left in its session
+            except (ProcessLookupError, PermissionError):
+                pass
+            if p.poll() is None:
+                p.kill()
                 try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    p.kill()
-                p.wait(5)
-        else:
-            descendants = []
-        # descendants that left the group (e.g. started their own session) still go
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
         for pid in descendants:
             try:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        try:
-            os.killpg(p.pid, signal.SIGKILL)   # anything left in its session
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def stop_all(self) -> None:
         with self.lock:
             procs, self.procs = self.procs, []
-        for _, p, _ in reversed(procs):
-            try:
-                self.stop(p, grace=3.0)
-            except Exception:
-                pass
+        try:
+            self.stop_many([p for _, p, _ in procs], grace=5.0)
+        except Exception:
+            pass
 
     def forget(self, p: subprocess.Popen) -> None:
         with self.lock:
@@ -213,8 +219,8 @@ class Server:
         return None
 
     def stop(self) -> None:
-        for p in reversed(self.procs):
-            CHILDREN.stop(p)
+        CHILDREN.stop_many(self.procs)
+        for p in self.procs:
             CHILDREN.forget(p)
 
 
@@ -353,7 +359,7 @@ def wait_ready(servers: list[Server], timeout: float) -> None:
         if pending and time.monotonic() > deadline:
             s = pending[0]
             logs = "\n".join(f"  {lg}:\n{tail(lg, 25)}" for lg in s.logs)
-            raise BenchError(f"{s.name} not ready after {timeout:.0f}s ({s.ready_url}); log tail:\n{logs}")
+            raise BenchError(f"{s.name} not ready after {timeout:g} s ({s.ready_url}); log tail:\n{logs}")
         if pending:
             time.sleep(0.1)
 
@@ -758,6 +764,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {tool} is not installed", file=sys.stderr)
             return 2
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # even when started with SIGINT ignored
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
     atexit.register(CHILDREN.stop_all)
@@ -785,22 +792,27 @@ def main(argv: list[str] | None = None) -> int:
                        "keepalive": sc.keepalive, "duration_s": sc.duration, "auth": sc.auth or args.auth,
                        "note": sc.note, "floor_ms": None, "runs": {s: [] for s in servers}} for sc in scenarios]
 
-        # The R-only floor: on an idle machine in the full run; during the servers' start-up in the smoke run.
+        # The R-only floor: in the full run once per repetition, between the load runs of each model (so it sees
+        # the same machine as they do); in the smoke run once, during the servers' start-up.
+        floor_runs: dict[str, list[dict]] = {}
         floor_box: dict = {}
 
-        def floor_job():
+        def add_floor(v: dict) -> None:
+            for tag, f in v.items():
+                floor_runs.setdefault(tag, []).append(f)
+
+        def smoke_floor_job():
             try:
-                floor_box["v"] = run_floor(work, payloads, 0.3 if args.smoke else 2.0)
+                floor_box["v"] = run_floor(work, payloads, 0.3)
                 floor_box["r"] = r_versions()
-            except BaseException as e:      # reported by the main thread
+            except Exception as e:          # reported by the main thread (signals are not caught here)
                 floor_box["e"] = e
 
-        floor_thread = threading.Thread(target=floor_job, daemon=True)
+        floor_thread = threading.Thread(target=smoke_floor_job, daemon=True)
         if args.smoke:
             floor_thread.start()
         else:
-            log("measuring the R-only floor (parse + data.frame + predict + serialise, in one R process)")
-            floor_job()
+            res["r_versions"] = r_versions()
 
         for model in models:
             model_scen = [(sc, r) for sc, r in zip(scenarios, sc_results) if sc.model == model]
@@ -831,6 +843,11 @@ def main(argv: list[str] | None = None) -> int:
                     for s in live:
                         run_wrk(s.url, work / "payloads" / f"{sc0.payload}.json", s.auth, warm)
                 for rep in range(reps):
+                    if not args.smoke:
+                        model_payloads = sorted({sc.payload for sc, _ in model_scen})
+                        add_floor(run_floor(work, model_payloads, 1.5))
+                        log(f"rep {rep + 1}/{reps} R-only floor: " + ", ".join(
+                            f"{t} {floor_runs[t][-1]['median_ms']:.2f} ms" for t in model_payloads))
                     for sc, r in model_scen:
                         for s in live:
                             err = s.failed()
@@ -845,19 +862,22 @@ def main(argv: list[str] | None = None) -> int:
                                 f"p50 {fmt(x['p50_ms'], 2):>8} ms  p99 {fmt(x['p99_ms'], 2):>8} ms"
                                 + (f"  ERRORS {x['errors']}" if x["error_count"] else ""))
             finally:
+                CHILDREN.stop_many([p for s in live for p in s.procs])
                 for s in live:
                     s.stop()
 
         if args.smoke:
             floor_thread.join(120)
-        if "e" in floor_box:
-            raise floor_box["e"]
-        if "v" not in floor_box:
-            raise BenchError("the R-only floor did not finish")
-        res["r_versions"] = floor_box.get("r", {})
-        res["floor"] = floor_box["v"]
+            if "e" in floor_box:
+                raise floor_box["e"]
+            if "v" not in floor_box:
+                raise BenchError("the R-only floor did not finish")
+            res["r_versions"] = floor_box["r"]
+            add_floor(floor_box["v"])
+        res["floor"] = {tag: {"median_ms": statistics.median(f["median_ms"] for f in fs), "runs": fs}
+                        for tag, fs in floor_runs.items()}
         for r in sc_results:
-            f = floor_box["v"].get(f"{r['model']}_{r['rows']}")
+            f = res["floor"].get(f"{r['model']}_{r['rows']}")
             r["floor_ms"] = f["median_ms"] if f else None
         summarise(sc_results, servers)
         res["scenarios"] = sc_results
@@ -887,6 +907,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as e:
         print(f"\nbench failed: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\nbench interrupted: stopping the servers", file=sys.stderr)
+        return 130
     finally:
         CHILDREN.stop_all()
         if ok and not args.keep_temp:

@@ -129,7 +129,7 @@ def _serve(context: ssl.SSLContext | None):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     if context is not None:
         server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     scheme = "https" if context else "http"
     return server, handler, f"{scheme}://127.0.0.1:{server.server_address[1]}"

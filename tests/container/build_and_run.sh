@@ -20,10 +20,10 @@
 #   --prepare-only  install tools and import the base image, then stop
 #   --keep          leave the image behind (it is kept anyway; the container never is)
 # Environment:
-#   RBRIDGE_TEST_PORT   host port on 127.0.0.1 (default 18000)
+#   RBRIDGE_TEST_PORT   host port on 127.0.0.1 (default: a free one)
 #   RBRIDGE_IMAGE       image tag to build (default localhost/rbridge:test)
 #   RBRIDGE_BASE_CACHE  where the base rootfs tarball is cached (default /var/cache/rbridge-base)
-#   RBRIDGE_MODEL       model to score (default: the first one GET /models lists)
+#   RBRIDGE_MODEL       model(s) to score, space-separated (default: every one GET /models lists)
 # Prints PASS or FAIL as its last line; exits non-zero on failure.
 set -euo pipefail
 
@@ -31,8 +31,9 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 IMAGE=${RBRIDGE_IMAGE:-localhost/rbridge:test}
 BASE_IMAGE=debian:bookworm-slim
 BASE_CACHE=${RBRIDGE_BASE_CACHE:-/var/cache/rbridge-base}
-PORT=${RBRIDGE_TEST_PORT:-18000}
+PORT=${RBRIDGE_TEST_PORT:-}
 NAME=rbridge-test-$$
+BASE_NAME=$NAME
 STOP_GRACE=30          # podman stop -t: seconds before SIGKILL
 EXPECTED_UID=10001
 PREPARE_ONLY=0
@@ -56,9 +57,12 @@ fail() {
     exit 1
 }
 cleanup() {
-    if podman container exists "$NAME" 2>/dev/null; then
-        podman rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
-    fi
+    local name
+    for name in "$BASE_NAME" "$BASE_NAME-k8s"; do
+        if podman container exists "$name" 2>/dev/null; then
+            podman rm -f -t 0 "$name" >/dev/null 2>&1 || true
+        fi
+    done
     [[ -n ${WORK:-} ]] && rm -rf "$WORK"
     return 0
 }
@@ -164,6 +168,39 @@ except Exception as e:  # connection refused while starting, etc.
 PY
 }
 
+wait_ready() {  # NAME: until /readyz answers 200 (2 minutes at most)
+    local name=$1 status=0 body=
+    step "waiting for /readyz"
+    for _ in $(seq 1 120); do
+        [[ $(podman inspect -f '{{.State.Running}}' "$name" 2>/dev/null) == true ]] \
+            || fail "container $name exited while starting"
+        read -r status body < <(AUTH= http GET /readyz)
+        if [[ $status == 200 ]]; then
+            step "ready: $body"
+            return
+        fi
+        sleep 1
+    done
+    fail "not ready after 120 s: last /readyz: $status $body"
+}
+
+stop_and_check() {  # NAME: SIGTERM, then the exit code must be 0 within the grace period
+    local name=$1 t0 elapsed code
+    step "stopping $name with SIGTERM (podman stop -t $STOP_GRACE)"
+    t0=$(date +%s.%N)
+    podman stop -t "$STOP_GRACE" "$name" >/dev/null 2>>"$WORK/podman.log" || fail "podman stop failed"
+    elapsed=$(python3 -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 1))" "$t0" "$(date +%s.%N)")
+    code=$(podman inspect -f '{{.State.ExitCode}}' "$name")
+    podman logs --tail 6 "$name" 2>&1 | cut -c1-220 | sed 's/^/    | /'
+    step "exited with code $code after ${elapsed}s"
+    # tini passes on the server's own exit status: 0 when it handled SIGTERM and drained.
+    # 143 would mean the server died of the signal without handling it; 137 that podman had
+    # to SIGKILL it after the grace period.
+    [[ $code == 0 ]] || fail "exit code $code after SIGTERM (expected 0: clean shutdown)"
+    python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" "$elapsed" "$STOP_GRACE" \
+        || fail "took ${elapsed}s to stop, grace period is ${STOP_GRACE}s"
+}
+
 # ---------------------------------------------------------------- main
 ensure_tools
 write_containers_conf
@@ -183,25 +220,44 @@ step "built $IMAGE: $((size / 1024 / 1024)) MiB"
 podman image inspect --format '{{json .Config.Healthcheck}}' "$IMAGE" | grep -q healthz \
     || fail "image has no HEALTHCHECK against /healthz"
 
+step "checking the image has no compilers"
+podman run --rm --entrypoint sh "$IMAGE" -c 'for c in gcc cc g++ c++ gfortran make; do command -v $c; done; true' \
+    >"$WORK/compilers" 2>>"$WORK/podman.log" || fail "could not run a shell in the image"
+[[ ! -s $WORK/compilers ]] || fail "compilers left in the final image: $(tr '\n' ' ' <"$WORK/compilers")"
+
+run_args=()
+if ! compgen -G "$REPO/models/*.rds" >/dev/null; then
+    # No example models committed yet: make two small ones with the image's own R and
+    # mount them over /models, so the rest of the test still scores through the container.
+    step "no models/*.rds in the repository: training stand-in models with the image's R"
+    mkdir -m 0755 "$WORK/models"
+    podman run --rm --user 0 -v "$WORK/models:/out" --entrypoint Rscript "$IMAGE" -e '
+        set.seed(1)
+        saveRDS(randomForest::randomForest(Species ~ ., data = iris, ntree = 50), "/out/iris_rf.rds")
+        saveRDS(rpart::rpart(mpg ~ wt + hp + cyl, data = mtcars), "/out/mtcars_tree.rds")' \
+        >"$WORK/train.log" 2>&1 || { cat "$WORK/train.log" >&2; fail "could not train stand-in models"; }
+    chmod 0644 "$WORK"/models/*.rds
+    run_args+=(-v "$WORK/models:/models:ro")
+fi
+
+# Free port on 127.0.0.1 unless one was given.
+if [[ -z $PORT ]]; then
+    PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+fi
 step "podman run on 127.0.0.1:$PORT"
 # No --init: the image's own entrypoint is tini, which is what docker users get.
-podman run -d --name "$NAME" -p "127.0.0.1:$PORT:8000" "$IMAGE" >/dev/null \
-    || fail "podman run failed"
+# (podman's healthcheck timers need systemd, absent here: its complaints go to a log, and the
+# HEALTHCHECK is run by hand below.)
+podman run -d --name "$NAME" -p "127.0.0.1:$PORT:8000" "${run_args[@]}" "$IMAGE" \
+    >/dev/null 2>>"$WORK/podman.log" || { cat "$WORK/podman.log" >&2; fail "podman run failed"; }
 
-step "waiting for /readyz"
-ready=0
-for _ in $(seq 1 120); do
-    podman container exists "$NAME" && [[ $(podman inspect -f '{{.State.Running}}' "$NAME") == true ]] \
-        || fail "container exited while starting"
-    read -r status body < <(http GET /readyz)
-    if [[ $status == 200 ]]; then ready=1; break; fi
-    sleep 1
-done
-((ready)) || fail "not ready after 120 s: last /readyz: $status $body"
-step "ready: $body"
+wait_ready "$NAME"
 
 read -r status body < <(http GET /healthz)
 [[ $status == 200 ]] || fail "/healthz: $status $body"
+podman healthcheck run "$NAME" 2>>"$WORK/podman.log" || fail "the image's HEALTHCHECK failed"
+[[ $(podman inspect -f '{{.State.Health.Status}}' "$NAME" 2>/dev/null) == healthy ]] \
+    || fail "container not healthy after its HEALTHCHECK: $(podman inspect -f '{{json .State.Health}}' "$NAME")"
 
 step "checking the server runs as UID $EXPECTED_UID"
 uid=$(podman exec "$NAME" id -u)
@@ -224,51 +280,52 @@ read -r status body < <(AUTH= http GET /models)
 [[ $status == 401 ]] || fail "GET /models without credentials: $status (expected 401)"
 read -r status body < <(http GET /models)
 [[ $status == 200 ]] || fail "GET /models: $status $body"
-model=${RBRIDGE_MODEL:-$(python3 - "$body" <<'PY'
+models=${RBRIDGE_MODEL:-$(python3 - "$body" <<'PY'
 import json, sys
 doc = json.loads(sys.argv[1])
 items = doc.get("models", doc) if isinstance(doc, dict) else doc
-names = [m["name"] if isinstance(m, dict) else m for m in items]
-print(sorted(names)[0] if names else "")
+print(" ".join(sorted(m["name"] if isinstance(m, dict) else m for m in items)))
 PY
 )}
-[[ -n $model ]] || fail "no models listed: $body"
+[[ -n $models ]] || fail "no models listed: $body"
 
-step "scoring model '$model' over HTTP"
-read -r status schema < <(http GET "/models/$model")
-[[ $status == 200 ]] || fail "GET /models/$model: $status $schema"
-# Build a 3-row request from the model's schema: the example rows the metadata ships
-# if any, else values made from each column's type and levels.
-request=$(python3 - "$schema" <<'PY'
+declare -A requests=()
+for model in $models; do
+    read -r status info < <(http GET "/models/$model")
+    [[ $status == 200 ]] || fail "GET /models/$model: $status $info"
+    # A 3-row request from the model's schema: each column's levels, else a number.
+    request=$(python3 - "$info" <<'PY'
 import json, sys
 info = json.loads(sys.argv[1])
 cols = (info.get("schema") or {}).get("columns") or []
-example = info.get("example") or (info.get("schema") or {}).get("example")
-if example:
-    rows = (example * 3)[:3]
-else:
-    rows = []
-    for i in range(3):
-        row = {}
-        for c in cols:
-            t = (c.get("type") or "numeric").lower()
-            if c.get("levels"):
-                row[c["name"]] = c["levels"][i % len(c["levels"])]
-            elif t in ("integer", "int"):
-                row[c["name"]] = i + 1
-            elif t in ("logical", "bool", "boolean"):
-                row[c["name"]] = bool(i % 2)
-            elif t in ("character", "string"):
-                row[c["name"]] = "x"
-            else:
-                row[c["name"]] = 1.5 + i
-        rows.append(row)
-print(json.dumps({"data": rows}))
+rows = []
+for i in range(3):
+    row = {}
+    for c in cols:
+        t = (c.get("type") or "numeric").lower()
+        if c.get("levels"):
+            row[c["name"]] = c["levels"][i % len(c["levels"])]
+        elif t in ("integer", "int"):
+            row[c["name"]] = i + 4
+        elif t in ("logical", "bool", "boolean"):
+            row[c["name"]] = bool(i % 2)
+        elif t in ("character", "string"):
+            row[c["name"]] = "x"
+        else:
+            row[c["name"]] = 2.5 + i
+    rows.append(row)
+print(json.dumps({"data": rows}) if cols else "")
 PY
 )
-read -r status body < <(http POST "/models/$model/predict" "$request")
-[[ $status == 200 ]] || fail "POST /models/$model/predict: $status $body (request $request)"
-python3 - "$body" <<'PY' || fail "bad predictions: $body"
+    if [[ -z $request ]]; then
+        step "model '$model' publishes no input schema: not scored"
+        continue
+    fi
+    requests[$model]=$request
+    step "scoring model '$model' over HTTP"
+    read -r status body < <(http POST "/models/$model/predict" "$request")
+    [[ $status == 200 ]] || fail "POST /models/$model/predict: $status $body (request $request)"
+    python3 - "$body" <<'PY' || fail "bad predictions from $model: $body"
 import json, numbers, sys
 doc = json.loads(sys.argv[1])
 preds = doc["predictions"]
@@ -278,26 +335,51 @@ def ok(v):
         return False
     if isinstance(v, (numbers.Number, str)):
         return True
-    if isinstance(v, dict):   # class probabilities per row
-        return v and all(isinstance(x, numbers.Number) for x in v.values())
+    if isinstance(v, dict):   # a row of a data frame: class probabilities, an interval, ...
+        return bool(v) and all(isinstance(x, (numbers.Number, str)) for x in v.values())
     return False
 assert all(ok(p) for p in preds), f"predictions are not numbers/labels: {preds!r}"
-print("    predictions:", json.dumps(preds)[:200])
+print("    predictions:", json.dumps(preds)[:160])
 PY
+    scored=$(( ${scored:-0} + 1 ))
+done
+(( ${scored:-0} > 0 )) || fail "no model could be scored"
 
-step "stopping with SIGTERM (podman stop -t $STOP_GRACE)"
-t0=$(date +%s.%N)
-podman stop -t "$STOP_GRACE" "$NAME" >/dev/null || fail "podman stop failed"
-elapsed=$(python3 -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 1))" "$t0" "$(date +%s.%N)")
-code=$(podman inspect -f '{{.State.ExitCode}}' "$NAME")
-podman logs --tail 15 "$NAME" 2>&1 | sed 's/^/    | /'
-step "exited with code $code after ${elapsed}s"
-# tini passes on the server's own exit status: 0 when it handled SIGTERM and drained.
-# 143 would mean the server died of the signal without handling it; 137 that podman
-# had to SIGKILL it after the grace period.
-[[ $code == 0 ]] || fail "exit code $code after SIGTERM (expected 0: clean shutdown)"
-python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" "$elapsed" "$STOP_GRACE" \
-    || fail "took ${elapsed}s to stop, grace period is ${STOP_GRACE}s"
+stop_and_check "$NAME"
+
+# ---------------------------------------------------------------- run 2: as Kubernetes runs it
+# Read-only root filesystem with a tmpfs for R's TMPDIR, no capabilities, no privilege
+# escalation, a users file made with `rbridge user add` and a signing key mounted read-only
+# at /etc/rbridge (the Secret rbridge-auth in deploy/).
+step "run 2: read-only root, capabilities dropped, users file and signing key mounted read-only"
+mkdir -m 0750 "$WORK/etc"
+chown "$EXPECTED_UID:$EXPECTED_UID" "$WORK/etc"
+scorer_pw=$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')
+printf '%s\n' "$scorer_pw" | podman run --rm -i -v "$WORK/etc:/etc/rbridge" "$IMAGE" \
+    rbridge user add scorer --role scorer --users /etc/rbridge/users.json --password-stdin \
+    >"$WORK/useradd.log" 2>&1 || { cat "$WORK/useradd.log" >&2; fail "rbridge user add in the image failed"; }
+python3 -c 'import secrets; print(secrets.token_urlsafe(48))' >"$WORK/etc/signing.key"
+chown "$EXPECTED_UID:$EXPECTED_UID" "$WORK/etc/signing.key"
+chmod 0400 "$WORK/etc/signing.key"
+NAME2=$NAME-k8s
+podman run -d --name "$NAME2" -p "127.0.0.1:$PORT:8000" "${run_args[@]}" \
+    --read-only --tmpfs /tmp:rw,mode=1777 --cap-drop ALL --security-opt no-new-privileges \
+    -v "$WORK/etc:/etc/rbridge:ro" -e RBRIDGE_SIGNING_KEY_FILE=/etc/rbridge/signing.key \
+    -e RBRIDGE_WORKERS=1 "$IMAGE" \
+    >/dev/null 2>>"$WORK/podman.log" || { cat "$WORK/podman.log" >&2; fail "podman run (2) failed"; }
+NAME=$NAME2   # for fail()'s logs
+wait_ready "$NAME2"
+login=$(python3 -c 'import json,sys; print(json.dumps({"username": "scorer", "password": sys.argv[1]}))' "$scorer_pw")
+read -r status body < <(AUTH= http POST /login "$login")
+[[ $status == 200 ]] || fail "run 2: /login as scorer: $status $body"
+export AUTH="Bearer $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["access_token"])' "$body")"
+model=${models%% *}
+read -r status body < <(http POST "/models/$model/predict" "${requests[$model]}")
+[[ $status == 200 ]] || fail "run 2: POST /models/$model/predict: $status $body"
+step "run 2: scored '$model' as scorer"
+read -r status body < <(http GET /status)
+[[ $status == 403 ]] || fail "run 2: GET /status as a scorer: $status (expected 403)"
+stop_and_check "$NAME2"
 
 step "all checks passed in $(( $(date +%s) - START ))s"
 echo PASS

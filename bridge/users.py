@@ -4,14 +4,18 @@ Format (JSON, mode 0600, written atomically):
     {"users": {"alice": {"role": "scorer", "hash": "$argon2id$...", "keys": [...]}}}
 Passwords are stored only as salted, slow argon2id hashes (argon2-cffi). API keys are long
 random strings, so they are stored as SHA-256 digests. The file may be mounted read-only from a
-Kubernetes Secret: `UserStore` re-reads it when it changes, so edits (and revocations) apply
-without a restart.
+Kubernetes Secret: `UserStore` checks it on every authenticated request (one stat) and re-reads
+it when it changed, so edits and revocations apply on the next request, without a restart.
+The CLI edits it under an exclusive lock (`editing`), so two edits at once do not lose one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import secrets
 import tempfile
@@ -22,8 +26,10 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from . import keys
 from .settings import NAME_RE
 
+log = logging.getLogger("bridge.users")
 ROLES = ("admin", "scorer")
 HASHER = PasswordHasher()
 _DUMMY_HASH = HASHER.hash(secrets.token_urlsafe(16))   # so unknown users cost the same time
@@ -51,11 +57,30 @@ def write_file(path: Path, data: dict) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, sort_keys=True)
             f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def editing(path: Path):
+    """Read-modify-write the users file under an exclusive lock (a `.<name>.lock` file beside it).
+
+    Yields the parsed file; it is written back (atomically, 0600) when the block ends normally.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent / f".{path.name}.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        data = read_file(path)
+        yield data
+        write_file(path, data)
+    finally:
+        os.close(fd)
 
 
 def check_name(name: str) -> None:
@@ -68,25 +93,23 @@ def set_user(path: Path, name: str, password: str, role: str | None = None) -> b
     check_name(name)
     if len(password) < 8:
         raise ValueError("the password must be at least 8 characters")
-    data = read_file(path)
-    users = data["users"]
-    created = name not in users
-    record = users.get(name, {})
-    role = role or record.get("role", "scorer")
-    if role not in ROLES:
+    if role is not None and role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
-    record.update({"role": role, "hash": HASHER.hash(password)})
-    users[name] = record
-    write_file(path, data)
+    hashed = HASHER.hash(password)          # slow: outside the lock
+    with editing(path) as data:
+        users = data["users"]
+        created = name not in users
+        record = users.get(name, {})
+        record.update({"role": role or record.get("role", "scorer"), "hash": hashed})
+        users[name] = record
     return created
 
 
 def remove_user(path: Path, name: str) -> bool:
-    data = read_file(path)
-    if data["users"].pop(name, None) is None:
-        return False
-    write_file(path, data)
-    return True
+    """Remove a user with their keys; their tokens stop working on the next request."""
+    with editing(path) as data:
+        removed = data["users"].pop(name, None) is not None
+    return removed
 
 
 def ensure_initial_admin(path: Path) -> str | None:
@@ -122,7 +145,7 @@ class User:
 class UserStore:
     """The users file as the server sees it, re-read when it changes on disk."""
 
-    CHECK_EVERY = 1.0
+    CHECK_EVERY = 0.0       # seconds between stats of the file (one stat costs a few µs)
 
     def __init__(self, path: Path):
         self.path = path
@@ -130,6 +153,7 @@ class UserStore:
         self._stamp = None
         self._checked = 0.0
         self.users: dict = {}
+        self.keys = keys.KeyIndex({})
         self.generation = 0            # bumps on every reload: caches keyed on it empty themselves
         self.reload()
 
@@ -141,35 +165,49 @@ class UserStore:
             return None
 
     def reload(self) -> None:
+        stamp = self._stat()
         data = read_file(self.path)
+        index = keys.KeyIndex(data["users"])
         with self._lock:
-            self.users = data["users"]
-            self._stamp = self._stat()
+            self.users, self.keys = data["users"], index
+            self._stamp = stamp
             self.generation += 1
 
     def refresh(self) -> None:
-        """Cheap check (at most once a second) whether the file changed; reload if so."""
-        now = time.monotonic()
-        if now - self._checked < self.CHECK_EVERY:
-            return
-        self._checked = now
-        if self._stat() != self._stamp:
+        """Cheap check whether the file changed (one stat); reload if so."""
+        if self.CHECK_EVERY:
+            now = time.monotonic()
+            if now - self._checked < self.CHECK_EVERY:
+                return
+            self._checked = now
+        stamp = self._stat()
+        if stamp != self._stamp:
             try:
                 self.reload()
-            except ValueError:
-                pass   # a half-edited file: keep serving with the last good one
+            except (ValueError, OSError) as exc:   # keep serving with the last good file
+                self._stamp = stamp
+                log.error("users file %s changed but cannot be read (%s); still using the previous "
+                          "version", self.path, exc)
 
     def get(self, name: str) -> User | None:
         record = self.users.get(name)
-        if not record:
+        if not isinstance(record, dict):
             return None
         return User(name, record.get("role", "scorer"), fingerprint(record))
+
+    def by_key(self, key: str) -> tuple[User, str] | None:
+        """(user, key_id) for a presented API key, or None."""
+        hit = self.keys.find(key)
+        user = self.get(hit[0]) if hit else None
+        return (user, hit[1]) if user else None
 
     def verify_password(self, name: str, password: str) -> User | None:
         """Slow on purpose (argon2); unknown users cost the same time as wrong passwords."""
         record = self.users.get(name)
+        stored = record.get("hash") if isinstance(record, dict) else None
+        known = isinstance(stored, str)
         try:
-            HASHER.verify(record["hash"] if record else _DUMMY_HASH, password)
-        except (VerificationError, InvalidHashError, KeyError):
+            HASHER.verify(stored if known else _DUMMY_HASH, password)
+        except (VerificationError, InvalidHashError):
             return None
-        return self.get(name) if record else None
+        return self.get(name) if known else None

@@ -88,6 +88,7 @@ FIELDS = [
     Field("signing_key_file", Path, None, "file holding the token signing key(s)"),
     Field("signing_key", str, None, "token signing key (environment only)", cli=False),
     Field("token_ttl", int, 3600, "access token lifetime in seconds"),
+    Field("refresh_token_ttl", int, 86400, "refresh token lifetime in seconds (POST /login/refresh)"),
     Field("certfile", Path, None, "TLS certificate (PEM): serve HTTPS"),
     Field("keyfile", Path, None, "TLS private key (PEM)"),
     Field("trusted_proxies", parse_list, (), "proxy addresses whose X-Forwarded-For is believed"),
@@ -127,6 +128,7 @@ class Settings:
     signing_key_file: Path | None
     signing_key: str | None
     token_ttl: int
+    refresh_token_ttl: int
     certfile: Path | None
     keyfile: Path | None
     trusted_proxies: tuple
@@ -235,6 +237,7 @@ def _validate(s: Settings) -> Settings:
     need(s.max_requests >= 0 and s.max_requests_jitter >= 0, "max-requests and its jitter must not be negative")
     need(s.max_batch_rows >= 0 and s.max_batch_wait_ms >= 0, "batch settings must not be negative")
     need(s.token_ttl >= 60, "token-ttl must be at least 60 seconds")
+    need(s.refresh_token_ttl >= 60, "refresh-token-ttl must be at least 60 seconds")
     need(s.log_format in ("auto", "json", "text"), f"log-format must be auto, json or text, not {s.log_format!r}")
     need((s.certfile is None) == (s.keyfile is None), "--certfile and --keyfile go together: give both or neither")
     need(s.metrics_port is None or (1 <= s.metrics_port <= 65535 and s.metrics_port != s.port),

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import requests
 
-RENEW_MARGIN = 30.0      # seconds before expiry at which a token is renewed ahead of use
+RENEW_MARGIN = 30.0      # renew a token this long before it expires (at most a tenth of its lifetime)
 
 
 class BridgeClientError(Exception):
@@ -41,7 +41,7 @@ class Client:
         self.username, self._password = username, password
         self.api_key, self.timeout = api_key, timeout
         self._token, self._refresh_token = token, None
-        self._expires_at = math.inf if token else 0.0
+        self._renew_at = math.inf if token else 0.0
         self._lock = threading.Lock()
         self.session = requests.Session()
         self.session.verify = verify
@@ -108,7 +108,7 @@ class Client:
     def _auth_headers(self) -> dict:
         if self.api_key:
             return {"X-API-Key": self.api_key}
-        if self._can_renew() and time.time() >= self._expires_at - RENEW_MARGIN:
+        if self._can_renew() and time.time() >= self._renew_at:
             self._renew()
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
 
@@ -118,7 +118,7 @@ class Client:
     def _renew(self, force: bool = False) -> None:
         """A fresh token: refresh when the server gave a refresh token, else sign in."""
         with self._lock:
-            if not force and time.time() < self._expires_at - RENEW_MARGIN:
+            if not force and time.time() < self._renew_at:
                 return                                   # another thread renewed it meanwhile
             answer = None
             if self._refresh_token:
@@ -135,7 +135,8 @@ class Client:
                 answer = response.json()
             self._token = answer["access_token"]
             self._refresh_token = answer.get("refresh_token")
-            self._expires_at = time.time() + float(answer.get("expires_in", 3600))
+            lifetime = float(answer.get("expires_in", 3600))
+            self._renew_at = time.time() + lifetime - min(RENEW_MARGIN, lifetime / 10)
 
 
 def _error_of(response: requests.Response) -> tuple[str, str, dict]:

@@ -32,8 +32,8 @@ ERRORS = {
     504: ("Timeout", "the request took longer than its timeout"),
 }
 PREDICT_ERRORS = (400, 401, 404, 413, 422, 429, 503, 504)
-READ_ERRORS = (401,)
-ADMIN_ERRORS = (401, 403)
+READ_ERRORS = (401, 429)              # 429: HTTP Basic attempts are throttled after failures
+ADMIN_ERRORS = (401, 403, 429)
 _R_INT_MAX = 2147483647
 _SCALAR = {"type": ["number", "string", "boolean", "null"]}
 
@@ -95,20 +95,17 @@ def model_spec(model: dict, *, max_rows: int = 100_000, title: str | None = None
 def _add_model(paths: dict, schemas: dict, model: dict, max_rows: int) -> None:
     name = model["name"]
     columns = (model.get("schema") or {}).get("columns")
-    row, column_arrays, required = _row_schema(columns)
+    row, values, required = _row_schema(columns)
     schemas[f"{name}.Row"] = row
     schemas[f"{name}.Rows"] = {
-        "type": "object", "required": ["data"], "additionalProperties": False,
-        "properties": {"data": {"type": "array", "minItems": 1, "maxItems": max_rows,
-                                "items": _ref(f"{name}.Row")}}}
-    columns_obj = {"type": "object", "minProperties": 1, "properties": column_arrays,
-                   "required": required}
-    if columns is None:
-        columns_obj["additionalProperties"] = {"type": "array", "minItems": 1, "maxItems": max_rows,
-                                               "items": _SCALAR}
+        "type": "object", "required": ["data"],
+        "properties": {"data": _array(_ref(f"{name}.Row"), max_rows)}}
+    columns_obj = {"type": "object", "minProperties": 1, "required": required,
+                   "description": "every column holds the same number of values",
+                   "properties": {n: _array(v, max_rows) for n, v in values.items()},
+                   "additionalProperties": _array(_SCALAR, max_rows)}     # columns the model ignores
     schemas[f"{name}.Columns"] = {
-        "type": "object", "required": ["columns"], "additionalProperties": False,
-        "properties": {"columns": columns_obj}}
+        "type": "object", "required": ["columns"], "properties": {"columns": columns_obj}}
     schemas[f"{name}.Request"] = {"oneOf": [_ref(f"{name}.Rows"), _ref(f"{name}.Columns")]}
     schemas[f"{name}.Response"] = {
         "type": "object", "required": ["model", "version", "predictions"],
@@ -138,14 +135,18 @@ def _add_model(paths: dict, schemas: dict, model: dict, max_rows: int) -> None:
 
 
 def _row_schema(columns: list | None) -> tuple[dict, dict, list]:
-    """(row object schema, {column: array-of-values schema}, required names)."""
+    """(row object schema, {column: value schema}, required names)."""
     if columns is None:
         return ({"type": "object", "minProperties": 1, "additionalProperties": _SCALAR,
                  "description": "this model has no schema: each column holds one type"}, {}, [])
     props = {c["name"]: _value_schema(c) for c in columns}
-    arrays = {n: {"type": "array", "items": s} for n, s in props.items()}
     required = [c["name"] for c in columns]
-    return {"type": "object", "properties": props, "required": required}, arrays, required
+    return ({"type": "object", "properties": props, "required": required, "additionalProperties": _SCALAR},
+            props, required)
+
+
+def _array(items: dict, max_rows: int) -> dict:
+    return {"type": "array", "minItems": 1, "maxItems": max_rows, "items": items}
 
 
 def _value_schema(col: dict) -> dict:
@@ -193,8 +194,9 @@ def _auth_paths(routes: set) -> dict:
     if "/logout" in routes:
         paths["/logout"] = {"post": _op(
             "Revoke a refresh token", "sign-in", {"type": "object"}, (400, 401), security=[],
-            operation_id="logout", body={"required": False, "content": {"application/json": {"schema": {
-                "type": "object", "properties": {"refresh_token": {"type": "string"}}}}}})}
+            operation_id="logout", body={"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["refresh_token"],
+                "properties": {"refresh_token": {"type": "string"}}}}}})}
     return paths
 
 
@@ -248,7 +250,7 @@ def _common_schemas() -> dict:
         "Token": {"type": "object", "required": ["access_token", "token_type", "expires_in"],
                   "properties": {"access_token": {"type": "string"}, "token_type": {"const": "Bearer"},
                                  "expires_in": {"type": "integer"},
-                                 "refresh_token": {"type": "string"}}},
+                                 "refresh_token": {"type": "string"}, "refresh_expires_in": {"type": "integer"}}},
         "Predictions": {"type": "array", "description": "one per input row: a number or label, or an "
                         "object (class probabilities, several outputs); R's NA is null",
                         "items": {"type": ["number", "string", "boolean", "object", "null"]}},

@@ -1,7 +1,7 @@
 """CSV request bodies (Content-Type: text/csv) -> the columnar JSON shape the bridge reads.
 
 A header line of column names, then one line per row (the csv module's default dialect: commas,
-double quotes). The result is {"columns": {name: [values]}}, which then goes through the same
+double quotes; a first column without a name is R's row names and is dropped). The result is {"columns": {name: [values]}}, which then goes through the same
 validation as JSON (validate.py), so every problem is reported the same way. Values are converted
 by the model's schema: numbers for numeric and integer columns, true/false (any case) for
 logical, the text itself for factor and character; an empty field or NA is null. A value that
@@ -36,6 +36,8 @@ def parse(data: bytes, columns: list | None, charset: str | None = None) -> dict
     if not lines:
         raise BadRequest("the CSV body has no header line")
     header, rows = [h.strip() for h in lines[0]], lines[1:]
+    if len(header) > 1 and header[0] == "":          # row names, as R's write.csv writes them
+        header, rows = header[1:], [row[1:] for row in rows]
     seen = set()
     for name in header:
         if not name or name in seen:

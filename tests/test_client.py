@@ -62,6 +62,12 @@ def test_csv_keeps_what_does_not_convert_for_validation_to_name():
     assert body["columns"]["wt"] == ["heavy"] and body["columns"]["hp"] == ["inf"]
 
 
+def test_csv_from_r_write_csv():
+    data = b'"","wt","hp","cyl"\n"Mazda RX4",2.62,110,"6"\n"Valiant",NA,105,"6"\n'
+    assert csvbody.parse(data, CARS_SCHEMA) == {"columns": {"wt": [2.62, None], "hp": [110.0, 105.0],
+                                                            "cyl": ["6", "6"]}}
+
+
 def test_csv_without_schema_guesses_per_column():
     body = csvbody.parse("\ufeffx,flag,name\n1,true,a\n2.5,,b\n".encode(), None)
     assert body == {"columns": {"x": [1.0, 2.5], "flag": [True, None], "name": ["a", "b"]}}

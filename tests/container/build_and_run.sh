@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Build the R Bridge image with podman, run it, and check it end to end:
-#   log in with the initial admin password, score the example model over HTTP,
-#   check the server runs as UID 10001, stop it with SIGTERM and check it exits
-#   cleanly within the grace period.
+# Build the R Bridge image with podman, run it, and check it end to end.
+#   Run 1, as `docker run rbridge`: no compilers in the image; /readyz; the HEALTHCHECK;
+#     every process runs as UID 10001; log in with the initial admin password the server
+#     wrote to /etc/rbridge; score every example model over HTTP (predictions of the right
+#     length, numbers or labels); SIGTERM -> exit code 0 well within the grace period.
+#   Run 2, as Kubernetes runs it: read-only root filesystem, tmpfs /tmp, capabilities
+#     dropped, no-new-privileges, a users file made with `rbridge user add` and a signing
+#     key mounted read-only at /etc/rbridge; log in as a scorer, score, 403 on /status,
+#     SIGTERM -> exit 0.
 #
 # No Docker engine runs on the project's machines, but podman from Debian does.
 # Everything machine-specific lives here, never in the Dockerfile (which stays the
@@ -16,9 +21,9 @@
 #     under that name; the root filesystem is cached as a tarball and reused;
 #   * `podman build --format docker --pull=never` (docker format keeps HEALTHCHECK).
 #
-# Usage: tests/container/build_and_run.sh [--prepare-only] [--keep]
+# Usage: tests/container/build_and_run.sh [--prepare-only]
 #   --prepare-only  install tools and import the base image, then stop
-#   --keep          leave the image behind (it is kept anyway; the container never is)
+# The image is kept (the next build reuses its layers); containers never are.
 # Environment:
 #   RBRIDGE_TEST_PORT   host port on 127.0.0.1 (default: a free one)
 #   RBRIDGE_IMAGE       image tag to build (default localhost/rbridge:test)
@@ -40,7 +45,6 @@ PREPARE_ONLY=0
 for arg in "$@"; do
     case $arg in
         --prepare-only) PREPARE_ONLY=1 ;;
-        --keep) ;;
         *) echo "unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -143,7 +147,7 @@ ensure_base_image() {
         step "reusing cached base rootfs $tarball"
     fi
     step "importing $tarball as $BASE_IMAGE"
-    podman import - "$BASE_IMAGE" <"$tarball" >/dev/null
+    podman import --quiet - "$BASE_IMAGE" <"$tarball" >/dev/null
 }
 
 # ---------------------------------------------------------------- helpers

@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import os
 import re
@@ -52,6 +53,7 @@ REFRESH_AUDIENCE = "rbridge/refresh"
 LEEWAY = 5                      # seconds of clock skew between replicas
 BASIC_CACHE_SECONDS = 60.0
 BASIC_CACHE_MAX = 10_000
+TOKEN_CACHE_MAX = 10_000
 HASH_SLOTS = max(2, len(os.sched_getaffinity(0)))
 
 
@@ -72,6 +74,17 @@ def load_signing_keys(settings) -> tuple[list[bytes], bool]:
         raise ConfigError("signing keys must be at least 32 characters each "
                           "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')")
     return keys, True
+
+
+def _unverified_kid(token: str) -> str | None:
+    """The `kid` of a token's header, read without checking anything (jwt.decode does that)."""
+    head = token.split(".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except ValueError:
+        return None
+    kid = header.get("kid") if isinstance(header, dict) else None
+    return kid if isinstance(kid, str) else None
 
 
 def key_id(key: bytes) -> str:
@@ -118,6 +131,7 @@ class Authenticator:
         self._hash_slots = threading.BoundedSemaphore(HASH_SLOTS)
         self._cache_key = secrets.token_bytes(32)
         self._cache: dict[bytes, tuple[float, int, User]] = {}
+        self._verified: dict[bytes, dict] = {}
         self._lock = threading.Lock()
 
     # -- tokens ----------------------------------------------------------------------------
@@ -138,8 +152,7 @@ class Authenticator:
     def _decode(self, token: str, audience: str, verify_exp: bool = True) -> dict:
         what = "refresh token" if audience == REFRESH_AUDIENCE else "token"
         try:
-            kid = jwt.get_unverified_header(token).get("kid")
-            key = self.keys.get(kid) if isinstance(kid, str) else None
+            key = self.keys.get(_unverified_kid(token))
             if key is None:
                 raise jwt.InvalidTokenError("unknown key")
             return jwt.decode(token, key, algorithms=["HS256"], audience=audience, issuer=ISSUER,
@@ -162,7 +175,17 @@ class Authenticator:
         return user
 
     def verify_token(self, token: str) -> User:
-        claims = self._decode(token, AUDIENCE)
+        """An access token's user. Checked signatures are remembered (by HMAC, like Basic), so a
+        token's next request costs a dict lookup; expiry, revocation and fingerprint are checked
+        every time."""
+        digest = hmac.new(self._cache_key, token.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
+        claims = self._verified.get(digest)
+        if claims is None or claims["exp"] + LEEWAY <= time.time():
+            claims = self._decode(token, AUDIENCE)
+            with self._lock:
+                if len(self._verified) >= TOKEN_CACHE_MAX:
+                    self._verified.clear()
+                self._verified[digest] = claims
         if claims["jti"] in self.revoked:
             raise Unauthorized("the token was revoked (logged out); sign in again", code="token_revoked")
         return self._holder(claims)

@@ -11,10 +11,11 @@
     try { return new URL(url, location.href).origin === location.origin; } catch (e) { return false; }
   }
 
-  function hasAuth(headers) {
+  // Credentials the user chose in Swagger's Authorize dialog (other than the token we put there).
+  function chosenAuth(headers, ours) {
     return Object.keys(headers || {}).some(function (k) {
       var name = k.toLowerCase();
-      return name === "authorization" || name === "x-api-key";
+      return name === "x-api-key" || (name === "authorization" && headers[k] !== "Bearer " + ours);
     });
   }
 
@@ -27,9 +28,9 @@
       validatorUrl: null,              // no calls to the public validator: there is no internet here
       tryItOutEnabled: true,
       displayRequestDuration: true,
-      requestInterceptor: function (req) {
-        var current = window.RBridge.session() || s;
-        if (sameOrigin(req.url) && !hasAuth(req.headers) && !/\/login(\/|$)/.test(req.url)) {
+      requestInterceptor: async function (req) {
+        if (sameOrigin(req.url) && !chosenAuth(req.headers, s.token) && !/\/login(\/|$)/.test(req.url)) {
+          var current = (await window.RBridge.live()) || s;
           req.headers = req.headers || {};
           req.headers["Authorization"] = "Bearer " + current.token;
         }

@@ -47,11 +47,17 @@
 
   function signOut() { sessionStorage.removeItem(KEY); }
 
+  // The current session with a live token (refreshed when it is about to expire), or null.
+  async function live() {
+    var s = session();
+    if (s && s.expires_at <= now() + 5) s = (await refresh(s)) || s;
+    return s;
+  }
+
   // GET a JSON document with the token; one refresh on an expired token, else an error with .status.
   async function getJSON(path) {
-    var s = session();
+    var s = await live();
     if (!s) { var e = new Error("sign in"); e.status = 401; throw e; }
-    if (s.expires_at <= now() + 5) s = (await refresh(s)) || s;
     for (var attempt = 0; attempt < 2; attempt++) {
       var r = await fetch(path, {headers: {"Authorization": "Bearer " + s.token}, cache: "no-store"});
       if (r.ok) return r.json();
@@ -102,6 +108,6 @@
     };
   }
 
-  window.RBridge = {session: session, signIn: signIn, signOut: signOut, refresh: refresh,
+  window.RBridge = {session: session, live: live, signIn: signIn, signOut: signOut, refresh: refresh,
                     getJSON: getJSON, bind: bind};
 })();

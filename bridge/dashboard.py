@@ -86,7 +86,6 @@ class Board:
     def _request_counts(self) -> dict:
         """{model: {"count", "e4", "e5", "buckets": [cumulative counts]}} summed over statuses."""
         out: dict = {}
-        bounds = None
         for family in self.metrics.latency.collect():
             for s in family.samples:
                 model, status = s.labels.get("model"), s.labels.get("status", "")
@@ -111,6 +110,10 @@ class Board:
         self.start()
         with self._lock:
             samples = list(self._samples)
+        if not samples:                   # a concurrent first poll is still taking the first sample
+            self.sample()
+            with self._lock:
+                samples = list(self._samples)
         last = samples[-1]
         status = last["status"]
         return {

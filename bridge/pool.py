@@ -73,6 +73,7 @@ class JobQueue:
         self.size = size
         self._jobs: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
+        self.closed = False
 
     def __len__(self):
         return len(self._jobs)
@@ -87,7 +88,7 @@ class JobQueue:
 
     def take(self, timeout: float) -> Job | None:
         with self._cond:
-            if not self._jobs:
+            if not self._jobs and not self.closed:
                 self._cond.wait(timeout)
             return self._jobs.popleft() if self._jobs else None
 
@@ -115,8 +116,10 @@ class JobQueue:
             except ValueError:
                 return False
 
-    def wake_all(self) -> None:
+    def close(self) -> None:
+        """Wake every waiting slot and stop waits from blocking (the pool is stopping)."""
         with self._cond:
+            self.closed = True
             self._cond.notify_all()
 
 
@@ -465,7 +468,7 @@ class Pool:
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stopping = True
-        self.queue.wake_all()
+        self.queue.close()
         deadline = time.monotonic() + timeout
         for slot in self.slots:
             slot.thread.join(max(0.1, deadline - time.monotonic()))

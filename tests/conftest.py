@@ -17,7 +17,7 @@ score <- function(model, newdata) {
   if (mode == "spin") repeat {}
   if (mode == "hog") { x <- list(); repeat x[[length(x) + 1]] <- numeric(1e7) }
   if (mode == "die") tools::pskill(Sys.getpid(), tools::SIGKILL)
-  if (mode == "segv") tools::pskill(Sys.getpid(), tools::SIGSEGV)
+  if (mode == "segv") tools::pskill(Sys.getpid(), 11L)
   if (mode == "sleep") Sys.sleep(newdata$x[1])
   if (mode == "fail") stop("asked to fail")
   newdata$x * model$factor

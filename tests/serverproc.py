@@ -80,7 +80,8 @@ class Server:
         return self.post(f"/models/{model}/predict", {"data": rows}, **kw)
 
     def log_text(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> int:

@@ -717,6 +717,9 @@ def markdown(res: dict) -> str:
         for g in res["goals"]:
             mark = {True: "met", False: "**missed**", None: "n/a"}[g["met"]]
             out.append(f"- {mark}: {g['goal']}: {g['value']}")
+    if res.get("restarts"):
+        out += ["", "Restarted during the run (a server died; its runs were redone): " + "; ".join(
+            f"{x['server']} ({x['model']}): {x['why']}" for x in res["restarts"])]
     st = res.get("startup", {})
     if st:
         out += ["", "Start to ready (s): " + ", ".join(
@@ -814,29 +817,57 @@ def main(argv: list[str] | None = None) -> int:
         else:
             res["r_versions"] = r_versions()
 
+        res["restarts"] = []
         for model in models:
             model_scen = [(sc, r) for sc, r in zip(scenarios, sc_results) if sc.model == model]
             model_path = work / "models" / (MODEL_NAMES[model] + ".rds")
+            model_payloads = sorted({sc.payload for sc, _ in model_scen})
+            sdir = serve_dir(work, model)
+
+            def launch(name: str) -> list[Server]:
+                if name == "rbridge":
+                    return [start_rbridge(sdir, model, tmp, args.rbridge_workers)]
+                return start_plumber_servers(model, model_path, tmp, args.plumber_procs,
+                                             args.nginx_upstream_keepalive, [name])
+
+            def check_all(group: list[Server]) -> None:
+                """Correctness, before any timing: every payload, every server, against R's predict()."""
+                for s in group:
+                    if s.name == "rbridge":
+                        s.auth = rbridge_auth(s, args.auth)
+                for payload in model_payloads:
+                    body = work / "payloads" / f"{payload}.json"
+                    expected = json.loads((work / "payloads" / f"{payload}.expected.json").read_text())
+                    for s in group:
+                        check_predictions(s, body, expected)
+                    res["correctness"].setdefault(payload, {}).update(
+                        {s.name: "equal to R's predict()" for s in group})
+                    log(f"{payload}: {', '.join(s.name for s in group)}: all {len(expected)} predictions "
+                        f"equal R's predict()")
+
+            def revive(i: int, why: str) -> None:
+                """A server died between or during runs (on a shared machine, something may kill it): in the
+                full run, restart it (twice at most per model) and check it again; in the smoke run, fail."""
+                s = live[i]
+                if args.smoke or sum(1 for x in res["restarts"] if x["model"] == model and x["server"] == s.name) >= 2:
+                    raise BenchError(f"{s.name} died during the run: {why}")
+                log(f"WARNING: {s.name} died ({why.splitlines()[0]}); restarting it. Log tail:\n{tail(s.logs[0], 12)}")
+                res["restarts"].append({"model": model, "server": s.name, "why": why.splitlines()[0],
+                                        "log": [str(x) for x in s.logs]})
+                s.stop()
+                (fresh,) = launch(s.name)
+                live[i] = fresh
+                wait_ready([fresh], args.startup_timeout)
+                check_all([fresh])
+
             log(f"model {MODEL_NAMES[model]}: starting {', '.join(servers)}")
             live: list[Server] = []
             try:
-                if "rbridge" in servers:
-                    live.append(start_rbridge(serve_dir(work, model), model, tmp, args.rbridge_workers))
-                live += start_plumber_servers(model, model_path, tmp, args.plumber_procs,
-                                              args.nginx_upstream_keepalive, servers)
+                for name in servers:
+                    live += launch(name)
                 wait_ready(live, args.startup_timeout)
                 res["startup"][model] = {s.name: round(s.ready_s, 3) for s in live}
-                for s in live:
-                    if s.name == "rbridge":
-                        s.auth = rbridge_auth(s, args.auth)
-                # correctness, before any timing
-                for payload in sorted({sc.payload for sc, _ in model_scen}):
-                    body = work / "payloads" / f"{payload}.json"
-                    expected = json.loads((work / "payloads" / f"{payload}.expected.json").read_text())
-                    for s in live:
-                        check_predictions(s, body, expected)
-                    res["correctness"][payload] = {s.name: "equal to R's predict()" for s in live}
-                    log(f"{payload}: every server's {len(expected)} predictions equal R's predict()")
+                check_all(live)
                 if not args.smoke:   # warm-up: connections, caches, R's byte compiler
                     sc0 = model_scen[0][0]
                     warm = Scenario("warm-up", model, sc0.rows, 8, True, 2.0 if model != "ranger" else 4.0)
@@ -844,19 +875,21 @@ def main(argv: list[str] | None = None) -> int:
                         run_wrk(s.url, work / "payloads" / f"{sc0.payload}.json", s.auth, warm)
                 for rep in range(reps):
                     if not args.smoke:
-                        model_payloads = sorted({sc.payload for sc, _ in model_scen})
                         add_floor(run_floor(work, model_payloads, 1.5))
                         log(f"rep {rep + 1}/{reps} R-only floor: " + ", ".join(
                             f"{t} {floor_runs[t][-1]['median_ms']:.2f} ms" for t in model_payloads))
                     for sc, r in model_scen:
-                        for s in live:
-                            err = s.failed()
-                            if err:
-                                raise BenchError(f"{s.name} died during the run: {err}")
-                            auth = s.auth
-                            if s.name == "rbridge":
-                                auth = rbridge_auth(s, sc.auth or args.auth)
-                            x = run_wrk(s.url, work / "payloads" / f"{sc.payload}.json", auth, sc)
+                        for i in range(len(live)):
+                            while True:
+                                err = live[i].failed()
+                                if err:
+                                    revive(i, err)
+                                s = live[i]
+                                auth = rbridge_auth(s, sc.auth or args.auth) if s.name == "rbridge" else s.auth
+                                x = run_wrk(s.url, work / "payloads" / f"{sc.payload}.json", auth, sc)
+                                if s.failed():
+                                    continue          # died under load: that run does not count, redo it
+                                break
                             r["runs"][s.name].append(x)
                             log(f"rep {rep + 1}/{reps} {sc.name:34} {s.name:14} {x['rps']:9.1f} req/s  "
                                 f"p50 {fmt(x['p50_ms'], 2):>8} ms  p99 {fmt(x['p99_ms'], 2):>8} ms"

@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -306,6 +307,25 @@ def test_oversized_body_and_rows(c):
     deep = {"data": [{"wt": [[[[[1]]]]], "hp": 1}]}
     r = c.predict(basic("sam"), rows=deep["data"])
     assert r.status_code == 400 and error(r) == "too_deep"
+
+
+def raw_status(url: str, head: str, body: bytes = b"") -> int:
+    """Send a hand-made request (a lying Content-Length); the status of the first answer."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as s:
+        s.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        answer = s.recv(4096)
+    return int(answer.split(b" ", 2)[1])
+
+
+def test_lying_content_length(c):
+    auth = basic("sam")["Authorization"]
+    body = json.dumps({"data": [ROW]}).encode()
+    head = (f"POST /models/cars/predict HTTP/1.1\nHost: x\nAuthorization: {auth}\n"
+            f"Content-Type: application/json\nConnection: close\n")
+    assert raw_status(c.url, head + "Content-Length: 1000000000\n") == 413       # refused unread
+    assert raw_status(c.url, head + "Content-Length: 5\n", body) == 400          # cut short: not JSON
+    assert c.predict(basic("sam")).status_code == 200                            # and still serving
 
 
 def test_only_data_reaches_r(c):

@@ -92,7 +92,7 @@ def setup(tmp_path_factory):
 
 def test_https_end_to_end(setup):
     work, models, cert, key, expected = setup
-    server = TlsServer(work, models, cert, key, "--workers", "1")
+    server = TlsServer(work, models, cert, key, "--workers", "1", "--max-body", "65536")
     try:
         token = requests.post(server.url + "/login", json={"username": USER, "password": PASSWORD},
                               verify=server.cert, timeout=30).json()["access_token"]
@@ -106,6 +106,10 @@ def test_https_end_to_end(setup):
                               auth=(USER, PASSWORD), verify=server.cert, timeout=30)
         assert basic.status_code == 200
         assert requests.get(server.url + "/models", verify=server.cert, timeout=10).status_code == 401
+        too_big = requests.post(server.url + "/models/cars/predict", data=(b" " * 4096 for _ in range(40)),
+                                auth=(USER, PASSWORD), headers={"Content-Type": "application/json"},
+                                verify=server.cert, timeout=30)                  # chunked, over --max-body
+        assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "too_large"
         with pytest.raises(requests.exceptions.SSLError):                # untrusted certificate
             requests.get(server.url + "/healthz", timeout=10)
         with pytest.raises(requests.RequestException):                   # no plain HTTP on the port

@@ -7,6 +7,7 @@ import getpass
 import sys
 from pathlib import Path
 
+from . import keys
 from . import settings as settings_mod
 from . import users
 from .errors import ConfigError
@@ -59,7 +60,75 @@ def cmd_user_remove(args) -> int:
 
 def cmd_user_list(args) -> int:
     for name, record in sorted(users.read_file(_users_path(args))["users"].items()):
-        print(f"{name}\t{record.get('role', 'scorer')}")
+        print(f"{name}\t{record.get('role', 'scorer')}\tkeys: {len(record.get('keys', []))}")
+    return 0
+
+
+def cmd_key_create(args) -> int:
+    path = _users_path(args)
+    key_id, key = keys.create_key(path, args.user, args.name)
+    print(f"created key {key_id} for {args.user} in {path}; it is shown only this once:", file=sys.stderr)
+    print(key, flush=True)
+    return 0
+
+
+def cmd_key_revoke(args) -> int:
+    path = _users_path(args)
+    if not keys.revoke_key(path, args.user, args.key_id):
+        raise ValueError(f"user {args.user} has no key {args.key_id} (rbridge key list {args.user})")
+    print(f"revoked key {args.key_id} of {args.user}; it stops working on the next request")
+    return 0
+
+
+def cmd_key_list(args) -> int:
+    for k in keys.list_keys(_users_path(args), args.user):
+        print(f"{k['user']}\t{k['id']}\t{k['created']}\t{k['name']}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    """Score a CSV or JSON file on a running server: the client side, no R needed.
+
+    Connection settings come from flags or the client's own environment variables RB_URL, RB_USER,
+    RB_PASSWORD and RB_API_KEY (not RBRIDGE_*: those configure the server, which rejects unknown ones).
+    """
+    import json
+    import os
+
+    from .client import BridgeClientError, Client
+
+    url = args.url or os.environ.get("RB_URL")
+    if not url:
+        raise ValueError("give the server with --url or RB_URL")
+    user = args.user or os.environ.get("RB_USER")
+    api_key = os.environ.get("RB_API_KEY") if not user else None
+    password = None
+    if user:
+        password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else \
+            os.environ.get("RB_PASSWORD") or getpass.getpass(f"password for {user}: ")
+    elif not api_key:
+        raise ValueError("give --user (with --password-stdin or RB_PASSWORD) or RB_API_KEY")
+    fmt = args.format or ("csv" if args.file.lower().endswith(".csv") else "json")
+    if args.file == "-":
+        if args.password_stdin:
+            raise ValueError("standard input holds the password; give the rows as a file")
+        data = sys.stdin.buffer.read()
+    else:
+        try:
+            data = Path(args.file).read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot read {args.file}: {exc.strerror}") from None
+    client = Client(url, username=user, password=password, api_key=api_key,
+                    verify=args.cacert or True, timeout=args.timeout)
+    try:
+        if fmt == "csv":
+            answer = client.predict_csv(args.model, data)
+        else:
+            answer = client.predict_response(args.model, json.loads(data))
+    except BridgeClientError as exc:
+        print(f"rbridge predict: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer, indent=2))
     return 0
 
 
@@ -87,6 +156,35 @@ def parser() -> argparse.ArgumentParser:
                             help="admin or scorer (default: scorer, or the user's current role)")
         sp.add_argument("--users", default=None, help="users file (default ./users.json; env RBRIDGE_USERS)")
         sp.set_defaults(func=func)
+
+    key = sub.add_parser("key", help="manage API keys (two per user at most)").add_subparsers(
+        dest="key_command", required=True)
+    sp = key.add_parser("create", help="make a key for a user and print it (once)")
+    sp.add_argument("user")
+    sp.add_argument("--name", default=None, help="a label for the key, e.g. the client using it")
+    sp.set_defaults(func=cmd_key_create)
+    sp = key.add_parser("revoke", help="revoke a user's key")
+    sp.add_argument("user")
+    sp.add_argument("key_id")
+    sp.set_defaults(func=cmd_key_revoke)
+    sp = key.add_parser("list", help="list keys (ids and creation times, never the keys)")
+    sp.add_argument("user", nargs="?")
+    sp.set_defaults(func=cmd_key_list)
+    for sp in key.choices.values():
+        sp.add_argument("--users", default=None, help="users file (default ./users.json; env RBRIDGE_USERS)")
+
+    pr = sub.add_parser("predict", help="score a CSV or JSON file on a running server (a client)")
+    pr.add_argument("file", help="rows: FILE.csv (a header line, then rows) or FILE.json ({\"data\": [rows]}, "
+                                 "{\"columns\": {...}} or a list of rows); - for standard input")
+    pr.add_argument("--url", help="the server, e.g. http://127.0.0.1:8000 (env RB_URL)")
+    pr.add_argument("--model", required=True, help="the model's name")
+    pr.add_argument("--user", help="sign in as this user (env RB_USER; else the API key in RB_API_KEY)")
+    pr.add_argument("--password-stdin", action="store_true", help="read the password from the first line "
+                    "of standard input (else RB_PASSWORD, else a prompt)")
+    pr.add_argument("--format", choices=("csv", "json"), help="the file's format (default: from its name)")
+    pr.add_argument("--cacert", help="CA bundle to verify an HTTPS server with")
+    pr.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
+    pr.set_defaults(func=cmd_predict)
     return p
 
 

@@ -24,11 +24,12 @@ from prometheus_client import start_http_server
 
 from . import catalog, users
 from .app import create_app
-from .auth import Authenticator, load_signing_keys
+from .auth import Authenticator, install_log_redaction, load_signing_keys
 from .errors import ConfigError
 from .logs import setup_logging
 from .metrics import Metrics
 from .pool import Pool
+from .reload import Reloader
 
 log = logging.getLogger("bridge.server")
 R_DIR = Path(__file__).resolve().parent.parent / "r"
@@ -83,24 +84,38 @@ def build(settings):
     metrics = Metrics()
     pool = Pool(settings, entries, metrics)
     pool.failed_reason = fetch_error
+    pool.reloader = Reloader(pool, settings.reload_interval)
     metrics.attach(pool)
-    app = create_app(settings, pool, Authenticator(store, keys, settings.token_ttl))
+    app = create_app(settings, pool, Authenticator(store, keys, settings.token_ttl,
+                                                   max(settings.refresh_token_ttl, settings.token_ttl)))
     return settings, app, pool
+
+
+def http_threads(settings) -> int:
+    """HTTP threads: one per request that may be queued or scored at once, plus a few."""
+    return settings.threads or min(settings.queue_size + settings.workers + 8, 512)
 
 
 def serve(settings) -> int:
     setup_logging(settings.log_format)
+    install_log_redaction()
     settings, app, pool = build(settings)
+    if settings.certfile:     # HTTPS: gunicorn, one gateway process (tls.py)
+        from .tls import serve_tls
+        return serve_tls(settings, app, pool)
     signals: queue.Queue = queue.Queue()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: signals.put(signum))
 
     counted = InFlight(app)
-    threads = settings.threads or min(settings.queue_size + settings.workers + 8, 512)
+    threads = http_threads(settings)
+    # Without --trusted-proxies waitress drops X-Forwarded-* itself; with them the app decides
+    # (throttle.client_address). waitress buffers a body before the app sees it, so it refuses
+    # (in plain text) bodies over twice --max-body; the app answers the rest with a JSON 413.
     server = waitress.create_server(counted, host=settings.host, port=settings.port, threads=threads,
                                     connection_limit=max(1000, threads * 4), backlog=2048,
-                                    ident="rbridge", clear_untrusted_proxy_headers=True,
-                                    channel_timeout=120)
+                                    ident="rbridge", clear_untrusted_proxy_headers=not settings.trusted_proxies,
+                                    max_request_body_size=2 * settings.max_body, channel_timeout=120)
     threading.Thread(target=server.run, name="http", daemon=True).start()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.host, registry=pool.metrics.registry)
@@ -110,7 +125,18 @@ def serve(settings) -> int:
     if pool.failed_reason is None:
         threading.Thread(target=_start_pool, args=(pool, started), name="pool-start", daemon=True).start()
 
-    return _drain(settings, server, counted, pool, signals.get())
+    return _drain(settings, server, counted, pool, _wait_for_signal(signals))
+
+
+def _wait_for_signal(signals: queue.Queue) -> int:
+    """Block until a handler records a signal. The wait has a timeout because the kernel may
+    deliver the signal to another thread, and Python runs handlers only when the main thread
+    runs bytecode: an untimed wait could sleep through SIGTERM."""
+    while True:
+        try:
+            return signals.get(timeout=0.1)
+        except queue.Empty:
+            continue
 
 
 def _start_pool(pool, started: float) -> None:
@@ -120,12 +146,12 @@ def _start_pool(pool, started: float) -> None:
         log.error("the pool could not start: %s", exc)
         return
     log.info("pool started in %.2f s", time.monotonic() - started)
+    pool.reloader.start()
 
 
 def _drain(settings, server, counted: InFlight, pool, signum) -> int:
     log.info("received %s: draining (up to %g s)", signal.Signals(signum).name, settings.graceful_timeout)
-    pool.draining = True
-    server.accepting = False
+    pool.draining = True   # /readyz answers 503 from now on; connections are still accepted
     deadline = time.monotonic() + settings.graceful_timeout
     quiet_since = None
     while time.monotonic() < deadline:

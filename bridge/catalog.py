@@ -35,6 +35,7 @@ class Entry:
     batch_max_wait_ms: float | None = None
     size: int = 0
     mtime: float = 0.0
+    stamp: tuple = ()       # (ext, size, mtime_ns) of the .rds/.R/.json: any change means reload
 
 
 def scan(models_dir: Path) -> dict[str, Entry]:
@@ -55,11 +56,13 @@ def read_entry(models_dir: Path, name: str) -> Entry:
     script = models_dir / f"{name}.R"
     config_path = models_dir / f"{name}.json"
     stat = rds.stat()
+    stamp = tuple((p.suffix, st.st_size, st.st_mtime_ns) for p in (rds, script, config_path)
+                  if p.is_file() and (st := p.stat()))
     try:
         digest = _sha256(rds)
         config = _read_config(config_path) if config_path.exists() else {}
     except (OSError, ValueError) as exc:
-        return Entry(name, None, error=str(exc), size=stat.st_size, mtime=stat.st_mtime)
+        return Entry(name, None, error=str(exc), size=stat.st_size, mtime=stat.st_mtime, stamp=stamp)
     batch = config.get("batch", {})
     spec = ModelSpec(
         name=name, rds=str(rds.resolve()),
@@ -69,7 +72,8 @@ def read_entry(models_dir: Path, name: str) -> Entry:
         schema=config.get("schema", {}).get("columns"))
     return Entry(name, spec, description=config.get("description", ""),
                  timeout=config.get("timeout"), batch_max_rows=batch.get("max_rows"),
-                 batch_max_wait_ms=batch.get("max_wait_ms"), size=stat.st_size, mtime=stat.st_mtime)
+                 batch_max_wait_ms=batch.get("max_wait_ms"), size=stat.st_size, mtime=stat.st_mtime,
+                 stamp=stamp)
 
 
 def _sha256(path: Path) -> str:

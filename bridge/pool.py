@@ -84,13 +84,21 @@ class JobQueue:
                 raise Overloaded(f"the server is busy: {len(self._jobs)} requests are waiting; "
                                  "retry shortly", headers={"Retry-After": "1"})
             (self._jobs.appendleft if front else self._jobs.append)(job)
-            self._cond.notify()
+            self._cond.notify_all()   # slots differ in the models they hold (during a reload)
 
-    def take(self, timeout: float) -> Job | None:
+    def take(self, timeout: float, models: frozenset | None = None) -> Job | None:
+        """The oldest job for one of `models` (None: any), waiting up to `timeout` s."""
+        deadline = time.monotonic() + timeout
         with self._cond:
-            if not self._jobs and not self.closed:
-                self._cond.wait(timeout)
-            return self._jobs.popleft() if self._jobs else None
+            while True:
+                for job in self._jobs:
+                    if models is None or job.model in models:
+                        self._jobs.remove(job)
+                        return job
+                remaining = deadline - time.monotonic()
+                if self.closed or remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
 
     def take_more(self, model: str, max_rows: int, wait: float) -> list[Job]:
         """Same-model jobs that fit in max_rows, waiting up to `wait` s for more to arrive."""
@@ -123,14 +131,23 @@ class JobQueue:
             self._cond.notify_all()
 
 
+def worker_log_format(fmt: str) -> str:
+    """Workers write to the gateway's stderr, so they follow the gateway's resolved format."""
+    if fmt == "auto":
+        return "text" if sys.stderr.isatty() else "json"
+    return fmt
+
+
 class Process:
     """A started worker process and the gateway's end of its socket."""
 
-    def __init__(self, slot: int, settings, specs: list):
+    def __init__(self, slot: int, settings, specs: list, generation: int = 0):
+        self.generation = generation
+        self.loaded: frozenset = frozenset()   # models this process loaded, set when Ready arrives
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         cmd = [sys.executable, "-m", "bridge.worker", "--fd", str(theirs.fileno()),
                "--slot", str(slot), "--r-dir", str(settings.r_dir),
-               "--log-format", "json" if settings.log_format == "json" else "text"]
+               "--log-format", worker_log_format(settings.log_format)]
         if settings.worker_memory_limit:
             cmd += ["--memory-limit", str(settings.worker_memory_limit)]
         self.popen = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], close_fds=True)
@@ -165,6 +182,7 @@ def await_ready(proc: Process) -> str | None:
         if not select.select([proc.sock], [], [], START_TIMEOUT)[0]:
             return f"not ready after {START_TIMEOUT:g} s"
         proc.ready = protocol.recv(proc.sock)
+        proc.loaded = frozenset(m.name for m in proc.ready.models if m.ok)
         return None
     except (EOFError, OSError) as exc:
         return str(exc)
@@ -201,7 +219,7 @@ class Slot:
                 backoff = 0.1
             if self.successor is not None and self._successor_ready():
                 continue
-            job = self.pool.queue.take(0.05 if self.successor else STATS_INTERVAL)
+            job = self.pool.queue.take(0.05 if self.successor else STATS_INTERVAL, self.proc.loaded)
             if job is None:
                 if self.proc and time.monotonic() - self.stats_at >= STATS_INTERVAL:
                     self._poll_stats()
@@ -217,8 +235,7 @@ class Slot:
     def _start(self) -> bool:
         """Start a process and wait for it to load every model; False if it failed."""
         self.state = "starting"
-        proc = self.pool.first_process.pop(self.index, None) or Process(self.index, self.pool.settings,
-                                                                          self.pool.specs)
+        proc = self.pool.first_process.pop(self.index, None) or self.pool.new_process(self.index)
         if proc.ready is None and not self._await_ready(proc):
             return False
         self.proc = proc
@@ -328,8 +345,8 @@ class Slot:
 
     # -- recycling -------------------------------------------------------------------------
     def _maybe_recycle(self) -> None:
-        if self.successor is not None:
-            return
+        if any(s.successor is not None for s in self.pool.slots):
+            return   # one replacement at a time: memory is sized for one spare worker
         reason = None
         if self.recycle_at and self.served >= self.recycle_at:
             reason = f"served {self.served} requests (--max-requests)"
@@ -344,7 +361,7 @@ class Slot:
         """Start a successor now; it takes over when Ready, and the old process is retired."""
         log.info("worker %s: recycling (%s)", self.index, reason)
         self.state = "draining"
-        self.successor = Process(self.index, self.pool.settings, self.pool.specs)
+        self.successor = self.pool.new_process(self.index)
 
     def _successor_ready(self) -> bool:
         """Swap in the successor once it is ready; True if a swap (or failure) happened."""
@@ -352,9 +369,7 @@ class Slot:
         if not select.select([succ.sock], [], [], 0)[0]:
             return False
         self.successor = None
-        try:
-            succ.ready = protocol.recv(succ.sock)
-        except (EOFError, OSError):
+        if await_ready(succ) is not None:
             log.error("worker %s: replacement failed to start (%s)", self.index, _describe_exit(succ.kill()))
             self.state = "idle"
             return True
@@ -414,6 +429,10 @@ class Pool:
         self.slots: list[Slot] = []
         self.first_process: dict[int, Process] = {}
         self.infos: dict[str, protocol.ModelInfo] = {}
+        self.generation = 0           # bumps when a reload installs a new set of models
+        self.loaded_at: dict[str, float] = {}
+        self.start_failures: set[str] = set()
+        self.reloader = None          # reload.Reloader, set by the server
         self.size_reason = ""
         self.failed_reason = None
         self.draining = False         # SIGTERM seen: /readyz says 503, requests still served
@@ -425,7 +444,7 @@ class Pool:
     def start(self) -> None:
         """Start one worker, size the pool from what it uses, then start the rest."""
         wanted, reason = self.effective_size()
-        first = Process(0, self.settings, self.specs)
+        first = self.new_process(0)
         error = await_ready(first)
         if error is not None:
             code = first.kill()
@@ -433,7 +452,9 @@ class Pool:
             log.error("pool: %s", self.failed_reason)
             raise RuntimeError(self.failed_reason)
         self.first_process[0] = first
-        self._record_infos(first.ready)
+        self._record_infos(first)
+        self.start_failures = {n for n, e in self.entries.items()
+                               if e.spec is None or not self.infos.get(n) or not self.infos[n].ok}
         fits, mem_reason = self.memory_fit(first.pid)
         if fits < wanted:
             wanted, reason = fits, mem_reason
@@ -533,14 +554,22 @@ class Pool:
         return s.max_requests + (random.randint(0, s.max_requests_jitter) if s.max_requests_jitter else 0)
 
     # -- state -----------------------------------------------------------------------------
+    def new_process(self, slot: int) -> Process:
+        return Process(slot, self.settings, self.specs, self.generation)
+
     def on_ready(self, slot: Slot, proc: Process) -> None:
-        self._record_infos(proc.ready)
+        self._record_infos(proc)
         log.info("worker %s ready (pid %s, %.2f s)", slot.index, proc.pid, time.monotonic() - proc.started,
                  extra={"fields": {"event": "worker_ready", "slot": slot.index, "pid": proc.pid}})
 
-    def _record_infos(self, ready: protocol.Ready) -> None:
+    def _record_infos(self, proc: Process) -> None:
+        """What the current generation's workers say about each model (older ones are ignored)."""
         with self._lock:
-            for info in ready.models:
+            if proc.generation != self.generation:
+                return
+            for info in proc.ready.models:
+                if info.name not in self.infos or self.infos[info.name].version != info.version:
+                    self.loaded_at[info.name] = time.time()
                 self.infos[info.name] = info
 
     def version_of(self, proc: Process, model: str) -> str:
@@ -558,8 +587,9 @@ class Pool:
             return False, "starting: workers are loading models"
         if not any(s.proc is not None for s in self.slots):
             return False, "no live worker"
-        failed = [n for n, e in self.entries.items() if e.spec is None or
-                  (n in self.infos and not self.infos[n].ok)]
+        # Only models that failed at start count: a failed reload keeps the old version serving.
+        failed = sorted(n for n in self.start_failures if n in self.entries and
+                        (self.entries[n].spec is None or not self.infos.get(n) or not self.infos[n].ok))
         if failed:
             return False, f"model(s) failed to load: {', '.join(failed)}"
         return True, "ready"

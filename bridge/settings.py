@@ -72,7 +72,7 @@ FIELDS = [
     Field("default_model", str, None, "model served at POST /predict"),
     Field("config", Path, None, "JSON file of settings (keys are these option names)"),
     Field("timeout", float, 30.0, "seconds a request may take before 504 (per model: timeout in <name>.json)"),
-    Field("queue_size", int, 256, "requests waiting for a worker before 429"),
+    Field("queue_size", int, 64, "requests waiting for a worker before 429"),
     Field("max_body", parse_size, 10 << 20, "largest request body in bytes (413 above)"),
     Field("max_rows", int, 100_000, "most rows in one request (413 above)"),
     Field("graceful_timeout", float, 30.0, "seconds to finish in-flight requests on SIGTERM"),
@@ -82,6 +82,7 @@ FIELDS = [
     Field("worker_memory_limit", parse_size, None, "hard address-space limit per worker (R fails allocations)"),
     Field("max_requests", int, 0, "recycle a worker after this many requests (0: never)"),
     Field("max_requests_jitter", int, 0, "random extra requests before recycling, so workers do not recycle at once"),
+    Field("reload_interval", float, 2.0, "seconds between scans of the models folder (0: no hot reload)"),
     Field("retry_on_crash", parse_bool, True, "retry once on another worker when a worker dies holding a request"),
     Field("max_batch_rows", int, 64, "most rows merged into one R call (0 or 1: no batching)"),
     Field("max_batch_wait_ms", float, 0.0, "how long a free worker waits for more rows to merge"),
@@ -122,6 +123,7 @@ class Settings:
     worker_memory_limit: int | None
     max_requests: int
     max_requests_jitter: int
+    reload_interval: float
     retry_on_crash: bool
     max_batch_rows: int
     max_batch_wait_ms: float
@@ -174,7 +176,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load(cli: dict | None = None, env: dict | None = None) -> Settings:
     """Merge defaults, config file, environment and CLI values into validated Settings."""
-    env = dict(os.environ if env is None else env)
+    env = {k: v for k, v in (os.environ if env is None else env).items() if not _service_link(k, v)}
     cli = {k: v for k, v in (cli or {}).items() if v is not None}
     unknown_env = sorted(k for k in env if k.startswith(ENV_PREFIX)
                          and k[len(ENV_PREFIX):].lower() not in _BY_NAME)
@@ -206,6 +208,13 @@ def load(cli: dict | None = None, env: dict | None = None) -> Settings:
     return _validate(Settings(**values))
 
 
+def _service_link(key: str, value: str) -> bool:
+    """Kubernetes injects RBRIDGE_SERVICE_HOST, RBRIDGE_PORT=tcp://... and RBRIDGE_PORT_8000_TCP...
+    for a Service named rbridge: they are not settings, so they are passed over."""
+    return key.startswith(("RBRIDGE_SERVICE_", "RBRIDGE_PORT_")) or (
+        key == "RBRIDGE_PORT" and value.startswith(("tcp://", "udp://")))
+
+
 def _read_config(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
@@ -234,6 +243,7 @@ def _validate(s: Settings) -> Settings:
     need(s.max_rows >= 1, "max-rows must be at least 1")
     need(s.graceful_timeout >= 0, "graceful-timeout must not be negative")
     need(s.threads >= 0, "threads must not be negative")
+    need(s.reload_interval >= 0, "reload-interval must not be negative")
     need(s.max_requests >= 0 and s.max_requests_jitter >= 0, "max-requests and its jitter must not be negative")
     need(s.max_batch_rows >= 0 and s.max_batch_wait_ms >= 0, "batch settings must not be negative")
     need(s.token_ttl >= 60, "token-ttl must be at least 60 seconds")

@@ -54,3 +54,9 @@ def test_settings_are_frozen_and_secret_is_hidden():
 
 def test_parse_size():
     assert s.parse_size("512M") == 512 << 20 and s.parse_size("2GiB") == 2 << 30 and s.parse_size("100") == 100
+
+
+def test_kubernetes_service_links_are_not_settings():
+    cfg = s.load({}, env={"RBRIDGE_PORT": "tcp://10.0.0.1:8000", "RBRIDGE_SERVICE_HOST": "10.0.0.1",
+                          "RBRIDGE_PORT_8000_TCP_ADDR": "10.0.0.1"})
+    assert cfg.port == 8000

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Set up everything R Bridge needs on a fresh Debian bookworm machine (as root), then
+#   bash scripts/dev.sh serve   serve the example models in ./models on http://127.0.0.1:8000
+#   bash scripts/dev.sh test    run the whole test suite (R tests, Python tests, container test)
+# Re-running is cheap: installed pieces are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=${RBRIDGE_VENV:-$ROOT/.venv}
+
+R_PACKAGES="r-base-core r-base-dev r-cran-randomforest r-cran-ranger r-cran-gbm r-cran-e1071 r-cran-rpart
+  r-cran-jsonlite r-cran-testthat"
+TEST_PACKAGES="r-cran-plumber wrk nginx chromium openssl"
+
+need_apt() {
+  local missing=()
+  for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> apt-get install ${missing[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+  fi
+}
+
+setup_python() {
+  local extras=$1
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "==> python3 -m venv $VENV"
+    python3 -m venv "$VENV"
+  fi
+  echo "==> pip install -e .[$extras]"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[$extras]"
+}
+
+case "${1:-}" in
+  serve)
+    shift
+    need_apt $R_PACKAGES
+    setup_python r
+    exec "$VENV/bin/rbridge" serve --models "$ROOT/models" "$@"
+    ;;
+  test)
+    shift
+    need_apt $R_PACKAGES $TEST_PACKAGES
+    setup_python "r,test"
+    echo "==> R tests (r/tests)"
+    Rscript r/tests/run.R
+    echo "==> Python tests"
+    export RBRIDGE_TEST_CONTAINER=${RBRIDGE_TEST_CONTAINER:-1}
+    exec "$VENV/bin/python" -m pytest tests -q -p no:cacheprovider "$@"
+    ;;
+  *)
+    echo "usage: bash scripts/dev.sh serve [rbridge serve options] | test [pytest options]" >&2
+    exit 2
+    ;;
+esac

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
+import uuid
 from pathlib import Path
 
 from .protocol import ModelSpec
@@ -38,8 +40,13 @@ class Entry:
     stamp: tuple = ()       # (ext, size, mtime_ns) of the .rds/.R/.json: any change means reload
 
 
-def scan(models_dir: Path) -> dict[str, Entry]:
-    """Read the folder. Files with names outside the allowed set are skipped."""
+def scan(models_dir: Path, snapshots: Path | None = None, previous: dict | None = None) -> dict[str, Entry]:
+    """Read the folder. Files with names outside the allowed set are skipped.
+
+    With `snapshots`, each model's files are copied there first and the workers load the copy:
+    a respawned worker then loads exactly the version that was accepted, even after the files
+    in the folder changed (or broke). Entries whose files did not change are taken from `previous`.
+    """
     entries = {}
     if not models_dir.is_dir():
         return entries
@@ -47,17 +54,37 @@ def scan(models_dir: Path) -> dict[str, Entry]:
         name = rds.name[:-4]
         if not NAME_RE.match(name) or not rds.is_file():
             continue
-        entries[name] = read_entry(models_dir, name)
+        old = (previous or {}).get(name)
+        if old is not None and old.stamp == _stamp(models_dir, name):
+            entries[name] = old
+        else:
+            entries[name] = read_entry(models_dir, name, snapshots)
     return entries
 
 
-def read_entry(models_dir: Path, name: str) -> Entry:
-    rds = models_dir / f"{name}.rds"
-    script = models_dir / f"{name}.R"
-    config_path = models_dir / f"{name}.json"
+def _stamp(models_dir: Path, name: str) -> tuple:
+    out = []
+    for ext in (".rds", ".R", ".json"):
+        try:
+            st = (models_dir / f"{name}{ext}").stat()
+        except FileNotFoundError:
+            continue
+        out.append((ext, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def read_entry(models_dir: Path, name: str, snapshots: Path | None = None) -> Entry:
+    stamp = _stamp(models_dir, name)
+    folder = models_dir
+    if snapshots is not None:
+        folder = snapshots / name / uuid.uuid4().hex[:8]
+        folder.mkdir(parents=True)
+        for ext, _, _ in stamp:
+            shutil.copy2(models_dir / f"{name}{ext}", folder / f"{name}{ext}")
+    rds = folder / f"{name}.rds"
+    script = folder / f"{name}.R"
+    config_path = folder / f"{name}.json"
     stat = rds.stat()
-    stamp = tuple((p.suffix, st.st_size, st.st_mtime_ns) for p in (rds, script, config_path)
-                  if p.is_file() and (st := p.stat()))
     try:
         digest = _sha256(rds)
         config = _read_config(config_path) if config_path.exists() else {}

@@ -366,10 +366,10 @@ class Slot:
     def _successor_ready(self) -> bool:
         """Swap in the successor once it is ready; True if a swap (or failure) happened."""
         succ = self.successor
-        if not select.select([succ.sock], [], [], 0)[0]:
+        if succ.ready is None and not select.select([succ.sock], [], [], 0)[0]:
             return False
         self.successor = None
-        if await_ready(succ) is not None:
+        if succ.ready is None and await_ready(succ) is not None:
             log.error("worker %s: replacement failed to start (%s)", self.index, _describe_exit(succ.kill()))
             self.state = "idle"
             return True
@@ -433,6 +433,7 @@ class Pool:
         self.loaded_at: dict[str, float] = {}
         self.start_failures: set[str] = set()
         self.reloader = None          # reload.Reloader, set by the server
+        self.snapshots = None         # folder of the model files the workers load (catalog.scan)
         self.size_reason = ""
         self.failed_reason = None
         self.draining = False         # SIGTERM seen: /readyz says 503, requests still served

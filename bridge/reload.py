@@ -21,8 +21,10 @@ endpoint may ask at the same time).
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
+from pathlib import Path
 
 from . import catalog
 from .pool import Pool, Process, await_ready
@@ -87,7 +89,8 @@ class Reloader:
         with self._lock:
             self._seen = fingerprint(self.models_dir)
             pool = self.pool
-            old_entries, new_entries = pool.entries, catalog.scan(self.models_dir)
+            old_entries = pool.entries
+            new_entries = catalog.scan(self.models_dir, pool.snapshots, previous=old_entries)
             changed = sorted(n for n, e in new_entries.items()
                              if n not in old_entries or _spec_key(e) != _spec_key(old_entries[n]))
             removed = sorted(set(old_entries) - set(new_entries))
@@ -132,6 +135,7 @@ class Reloader:
 
     def _install(self, entries: dict, ready_proc: Process) -> None:
         pool = self.pool
+        old_entries = pool.entries
         with pool._lock:
             pool.generation += 1
             pool.entries = entries
@@ -150,6 +154,12 @@ class Reloader:
             deadline = time.monotonic() + 180
             while slot.successor is not None and time.monotonic() < deadline and not pool.stopping:
                 time.sleep(0.02)
+        in_use = {id(e) for e in entries.values()}
+        for old in old_entries.values():   # the replaced versions' copies are no longer loaded
+            if id(old) not in in_use and old.spec is not None and pool.snapshots is not None:
+                folder = Path(old.spec.rds).parent
+                if pool.snapshots in folder.parents:
+                    shutil.rmtree(folder, ignore_errors=True)
         log.info("reload done: generation %s serving", pool.generation,
                  extra={"fields": {"event": "reload", "generation": pool.generation}})
 

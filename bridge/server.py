@@ -11,8 +11,11 @@ workers stop, exit 0), so Kubernetes rolling updates lose no request.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
+import shutil
+import tempfile
 import signal
 import sys
 import threading
@@ -75,7 +78,9 @@ def build(settings):
         except FetchError as exc:
             fetch_error = f"fetching models failed: {exc}"
             log.error(fetch_error)
-    entries = catalog.scan(settings.models)
+    snapshots = Path(tempfile.mkdtemp(prefix="rbridge-models-"))   # the versions workers load
+    atexit.register(shutil.rmtree, snapshots, True)
+    entries = catalog.scan(settings.models, snapshots)
     if settings.default_model and settings.default_model not in entries:
         raise ConfigError(f"--default-model {settings.default_model}: no {settings.default_model}.rds "
                           f"in {settings.models}")
@@ -84,6 +89,7 @@ def build(settings):
     metrics = Metrics()
     pool = Pool(settings, entries, metrics)
     pool.failed_reason = fetch_error
+    pool.snapshots = snapshots
     pool.reloader = Reloader(pool, settings.reload_interval)
     metrics.attach(pool)
     app = create_app(settings, pool, Authenticator(store, keys, settings.token_ttl,

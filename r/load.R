@@ -18,7 +18,11 @@
 # only reach the default scoring: with a script they are refused, for the same reason.
 
 bridge_load <- function(name, rds_path, script_path = NULL, predict_args = list()) {
-  fail <- function(fmt, ...) stop(sprintf("model '%s': %s", name, sprintf(fmt, ...)), call. = FALSE)
+  # Messages reach callers: name files, never the server's folders.
+  folder <- paste0(dirname(rds_path), "/")
+  fail <- function(fmt, ...) {
+    stop(gsub(folder, "", sprintf("model '%s': %s", name, sprintf(fmt, ...)), fixed = TRUE), call. = FALSE)
+  }
   model <- read_model(rds_path, fail)
   packages <- model_packages(model)
   for (pkg in packages) load_package(pkg, fail)
@@ -145,7 +149,7 @@ make_scorer <- function(name, model, script, script_path, predict_args) {
     prefix <- sprintf("model '%s': ", name)
     run <- function(newdata) bridge_score(model, newdata, predict_args)
   } else {
-    prefix <- sprintf("model '%s': score() in %s failed: ", name, script_path)
+    prefix <- sprintf("model '%s': score() in %s failed: ", name, basename(script_path))
     user_score <- get("score", envir = script, inherits = FALSE)
     run <- function(newdata) user_score(model, newdata)
   }

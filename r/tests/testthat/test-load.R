@@ -82,15 +82,15 @@ test_that("script failures name the model, the file and the line", {
     )
   )
   expect_error(bridge_load("p", rds(dir, "p"), script(dir, "p")),
-               sprintf("model 'p': %s failed: .*p.R:2:17: unexpected symbol", script(dir, "p")))
+               sprintf("model 'p': %s failed: .*p.R:2:17: unexpected symbol", basename(script(dir, "p"))))
   expect_error(bridge_load("r", rds(dir, "r"), script(dir, "r")),
-               sprintf("model 'r': %s failed at line 3: boom", script(dir, "r")), fixed = TRUE)
+               sprintf("model 'r': %s failed at line 3: boom", basename(script(dir, "r"))), fixed = TRUE)
   for (name in c("none", "only_init", "one_arg")) {
     expect_error(bridge_load(name, rds(dir, name), script(dir, name)),
-                 sprintf("model '%s': %s must define score(model, newdata)", name, script(dir, name)), fixed = TRUE)
+                 sprintf("model '%s': %s must define score(model, newdata)", name, basename(script(dir, name))), fixed = TRUE)
   }
   expect_error(bridge_load("bad_init", rds(dir, "bad_init"), script(dir, "bad_init")),
-               sprintf("model 'bad_init': init(model) in %s failed: no connection", script(dir, "bad_init")),
+               sprintf("model 'bad_init': init(model) in %s failed: no connection", basename(script(dir, "bad_init"))),
                fixed = TRUE)
   expect_error(bridge_load("x", rds(dir, "p"), file.path(dir, "missing.R")), "model 'x': cannot read .*missing.R: no such file")
 })
@@ -103,7 +103,7 @@ test_that("scoring errors and warnings name the model (and the script)", {
   plain <- bridge_load("plain", rds(dir, "plain"))
   expect_error(plain$score(rows[, c("x1", "f")]), "^model 'plain': .*object 'o' not found")
   s <- bridge_load("s", rds(dir, "s"), script(dir, "s"))
-  expect_error(s$score(rows), sprintf("model 's': score() in %s failed: no column z", script(dir, "s")), fixed = TRUE)
+  expect_error(s$score(rows), sprintf("model 's': score() in %s failed: no column z", basename(script(dir, "s"))), fixed = TRUE)
   w <- bridge_load("w", rds(dir, "w"), script(dir, "w"))
   expect_error(w$score(rows), "model 'w': score\\(\\) in .* failed: R warned while predicting.*NAs introduced by coercion")
 })
@@ -112,13 +112,13 @@ test_that("unreadable or missing files, missing packages, unknown classes", {
   dir <- models_dir(list(odd = structure(list(), class = "bridge_nothing")),
                     list(odd2 = "score <- function(model, newdata) rep(1, nrow(newdata))"))
   expect_error(bridge_load("x", file.path(dir, "x.rds")),
-               sprintf("model 'x': cannot read %s: no such file", file.path(dir, "x.rds")), fixed = TRUE)
+               sprintf("model 'x': cannot read %s: no such file", basename(file.path(dir, "x.rds"))), fixed = TRUE)
   writeLines("not an rds file", file.path(dir, "junk.rds"))
   expect_error(bridge_load("junk", rds(dir, "junk")), "model 'junk': cannot read .*junk.rds: unknown input format")
 
   expect_error(bridge_load("odd", rds(dir, "odd")),
                sprintf("model 'odd': model class 'bridge_nothing' has no predict() method the bridge knows; write score(model, newdata) in %s",
-                       script(dir, "odd")), fixed = TRUE)
+                       basename(script(dir, "odd"))), fixed = TRUE)
   file.copy(rds(dir, "odd"), rds(dir, "odd2"))
   odd <- bridge_load("odd2", rds(dir, "odd2"), script(dir, "odd2"))
   expect_identical(odd$packages, character(0))

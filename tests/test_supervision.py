@@ -209,3 +209,14 @@ def test_status_memory_matches_the_operating_system(server):
     metrics = server.get("/metrics").text
     assert 'rbridge_worker_memory_bytes{kind="rss",slot="0"}' in metrics
     assert 'rbridge_requests_total{model="cars",status="200"}' in metrics
+
+
+def test_metrics_port_serves_metrics_without_auth(small_models, tmp_path):
+    from serverproc import free_port
+    port = free_port()
+    with Server(small_models, tmp_path, "--workers", "1", "--metrics-port", str(port)) as s:
+        assert s.predict("cars", [CARS_ROW]).status_code == 200
+        open_metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        assert open_metrics.status_code == 200
+        assert 'rbridge_requests_total{model="cars",status="200"} 1.0' in open_metrics.text
+        assert requests.get(s.url + "/metrics", timeout=5).status_code == 401

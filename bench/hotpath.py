@@ -1,0 +1,130 @@
+"""Where a 1-row request's time goes: each stage of the hot path timed alone, then end to end.
+
+    .venv/bin/python bench/hotpath.py [--n 2000]
+
+Stages (medians over --n calls, microseconds): JSON parse (orjson), validation and encoding
+(validate.Schema), the gateway<->worker round trip of the messages over a Unix socket (protocol,
+with an echo thread standing in for the worker), the R call itself in an embedded R (rsession:
+data.frame from buffers + predict + output), rendering and JSON serialisation; then the same
+request over HTTP against a real `rbridge serve` (keep-alive, concurrency 1), and the difference:
+what waitress, Flask, auth and thread hand-offs add. Models: an lm with a factor, trained here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from base64 import b64encode
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from bridge import protocol  # noqa: E402
+from bridge.app import render  # noqa: E402
+from bridge.validate import Schema  # noqa: E402
+
+BODY = orjson.dumps({"data": [{"wt": 2.5, "hp": 110, "cyl": "6"}]})
+
+
+def median_us(fn, n: int) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        fn()
+        times.append(time.perf_counter_ns() - t0)
+    return statistics.median(times) / 1000
+
+
+def train(models: Path) -> None:
+    subprocess.run(["Rscript", "-e", f'd <- mtcars; d$cyl <- factor(d$cyl); '
+                    f'saveRDS(lm(mpg ~ wt + hp + cyl, d), "{models}/cars.rds")'], check=True)
+
+
+def stages(models: Path, n: int) -> dict:
+    from bridge.rsession import RSession, set_thread_env
+    set_thread_env()
+    session = RSession(ROOT / "r")
+    spec = protocol.ModelSpec("cars", str(models / "cars.rds"), None, "v", "0" * 64, {}, None)
+    info = session.load(spec)
+    schema = Schema(info.schema)
+    body = orjson.loads(BODY)
+    columns, nrows = schema.encode(body, 1000)
+    part = protocol.Part("id", nrows, columns)
+    out, _ = session.score("cars", [part])
+
+    a, b = socket.socketpair()
+
+    def echo():
+        while True:
+            try:
+                msg = protocol.recv(b)
+            except EOFError:
+                return
+            protocol.send(b, protocol.Scored(msg.batch_id, out))
+    threading.Thread(target=echo, daemon=True).start()
+
+    def round_trip():
+        protocol.send(a, protocol.Score(1, "cars", [part]))
+        protocol.recv(a)
+
+    result = {
+        "parse JSON (orjson)": median_us(lambda: orjson.loads(BODY), n),
+        "validate + encode columns": median_us(lambda: schema.encode(body, 1000), n),
+        "socket round trip of Score/Scored": median_us(round_trip, n),
+        "R: data.frame + predict + output": median_us(lambda: session.score("cars", [part]), n),
+        "render + serialise response": median_us(
+            lambda: orjson.dumps({"model": "cars", "version": "v", "predictions": render(out[0])},
+                                 option=orjson.OPT_SERIALIZE_NUMPY), n),
+    }
+    a.close()
+    return result
+
+
+def http_median(models: Path, n: int) -> float:
+    from serverproc import ADMIN, Server
+    with tempfile.TemporaryDirectory() as work:
+        with Server(models, Path(work), "--workers", "1") as s:
+            conn = http.client.HTTPConnection("127.0.0.1", s.port)
+            auth = "Basic " + b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
+            headers = {"Content-Type": "application/json", "Authorization": auth}
+
+            def call():
+                conn.request("POST", "/models/cars/predict", BODY, headers)
+                resp = conn.getresponse()
+                resp.read()
+                assert resp.status == 200
+            for _ in range(50):
+                call()
+            return median_us(call, n)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=2000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        models = Path(tmp)
+        train(models)
+        total = http_median(models, args.n)   # first: embedding R below changes this process's
+        parts = stages(models, args.n)        # environment (LD_LIBRARY_PATH), which children inherit
+    inside = sum(parts.values())
+    print(f"{'stage':<40}{'median us':>12}")
+    for name, us in parts.items():
+        print(f"{name:<40}{us:>12.1f}")
+    print(f"{'sum of the stages':<40}{inside:>12.1f}")
+    print(f"{'HTTP request end to end (keep-alive)':<40}{total:>12.1f}")
+    print(f"{'HTTP server, Flask, auth, hand-offs':<40}{total - inside:>12.1f}")
+
+
+if __name__ == "__main__":
+    main()

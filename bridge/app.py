@@ -259,7 +259,7 @@ def create_app(settings, pool, authenticator: Authenticator) -> Flask:
 
     @app.post("/models/<name>/predict")
     def predict(name: str):
-        u = user()
+        user()
         info = models.info(name)
         g.model = name if name in pool.entries else None
         if info is None or not info.ok:

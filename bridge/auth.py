@@ -43,7 +43,7 @@ import jwt
 
 from .errors import ConfigError, Forbidden, Unauthorized
 from .keys import looks_like_key
-from .throttle import Throttle, TooManyAttempts
+from .throttle import Throttle
 from .users import User, UserStore
 
 log = logging.getLogger("bridge.auth")

@@ -16,176 +16,25 @@ and respawned; one that exits with EXIT_R_FAILED is not respawned after a few tr
 
 from __future__ import annotations
 
-import collections
-import itertools
 import logging
 import os
 import random
 import select
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 from . import protocol, resources
 from .catalog import Entry
-from .errors import BridgeError, Overloaded, RError, Timeout, Unavailable
+from .errors import BridgeError, Timeout, Unavailable
+from .jobs import Job, JobQueue
+from .process import KILL_GRACE, Process, await_ready, describe_exit
 
 log = logging.getLogger("bridge.pool")
 
 STATS_INTERVAL = 5.0      # seconds between memory polls of an idle worker
-START_TIMEOUT = 120.0     # seconds a worker may take to load every model
-KILL_GRACE = 1.0          # seconds between SIGTERM and SIGKILL
 R_FAILED_LIMIT = 3        # EXIT_R_FAILED exits in a row before a slot gives up
 HEADROOM = 0.10           # fraction of the container's memory kept free when sizing the pool
-
-
-class Job:
-    """One request waiting for, or being scored by, a worker."""
-    _ids = itertools.count(1)
-
-    def __init__(self, model: str, part: protocol.Part, timeout: float):
-        self.id = next(self._ids)
-        self.model, self.part, self.nrows = model, part, part.nrows
-        self.timeout = timeout
-        self.queued_at = time.monotonic()
-        self.deadline = self.queued_at + timeout
-        self.attempts = 0
-        self.done = threading.Event()
-        self.output = self.error = None
-        self.slot = self.version = None
-        self.batch_size = 1
-
-    def finish(self, output=None, error: BridgeError | None = None, slot=None, version=None):
-        if self.done.is_set():
-            return
-        self.output, self.error, self.slot, self.version = output, error, slot, version
-        self.done.set()
-
-
-class JobQueue:
-    """A bounded FIFO of jobs, with taking of same-model jobs for a batch."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._jobs: collections.deque[Job] = collections.deque()
-        self._cond = threading.Condition()
-        self.closed = False
-
-    def __len__(self):
-        return len(self._jobs)
-
-    def put(self, job: Job, front: bool = False) -> None:
-        with self._cond:
-            if not front and len(self._jobs) >= self.size:
-                raise Overloaded(f"the server is busy: {len(self._jobs)} requests are waiting; "
-                                 "retry shortly", headers={"Retry-After": "1"})
-            (self._jobs.appendleft if front else self._jobs.append)(job)
-            self._cond.notify_all()   # slots differ in the models they hold (during a reload)
-
-    def take(self, timeout: float, models: frozenset | None = None) -> Job | None:
-        """The oldest job for one of `models` (None: any), waiting up to `timeout` s."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for job in self._jobs:
-                    if models is None or job.model in models:
-                        self._jobs.remove(job)
-                        return job
-                remaining = deadline - time.monotonic()
-                if self.closed or remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-
-    def take_more(self, model: str, max_rows: int, wait: float) -> list[Job]:
-        """Same-model jobs that fit in max_rows, waiting up to `wait` s for more to arrive."""
-        taken, deadline = [], time.monotonic() + wait
-        with self._cond:
-            while max_rows > 0:
-                for job in list(self._jobs):
-                    if job.model == model and job.nrows <= max_rows:
-                        self._jobs.remove(job)
-                        taken.append(job)
-                        max_rows -= job.nrows
-                remaining = deadline - time.monotonic()
-                if max_rows <= 0 or remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-        return taken
-
-    def remove(self, job: Job) -> bool:
-        with self._cond:
-            try:
-                self._jobs.remove(job)
-                return True
-            except ValueError:
-                return False
-
-    def close(self) -> None:
-        """Wake every waiting slot and stop waits from blocking (the pool is stopping)."""
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
-
-
-def worker_log_format(fmt: str) -> str:
-    """Workers write to the gateway's stderr, so they follow the gateway's resolved format."""
-    if fmt == "auto":
-        return "text" if sys.stderr.isatty() else "json"
-    return fmt
-
-
-class Process:
-    """A started worker process and the gateway's end of its socket."""
-
-    def __init__(self, slot: int, settings, specs: list, generation: int = 0):
-        self.generation = generation
-        self.loaded: frozenset = frozenset()   # models this process loaded, set when Ready arrives
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        cmd = [sys.executable, "-m", "bridge.worker", "--fd", str(theirs.fileno()),
-               "--slot", str(slot), "--r-dir", str(settings.r_dir),
-               "--log-format", worker_log_format(settings.log_format)]
-        if settings.worker_memory_limit:
-            cmd += ["--memory-limit", str(settings.worker_memory_limit)]
-        self.popen = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], close_fds=True)
-        theirs.close()
-        self.sock, self.pid, self.started = ours, self.popen.pid, time.monotonic()
-        self.ready: protocol.Ready | None = None
-        protocol.send(self.sock, protocol.Load(specs))
-
-    def kill(self, grace: float = KILL_GRACE) -> int | None:
-        """SIGTERM, then SIGKILL after `grace` seconds; returns the exit code."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-        self.sock.close()
-        return self.popen.wait()
-
-    def close(self, grace: float = 5.0) -> int | None:
-        """Ask it to exit by closing its socket (it finishes nothing: it is idle)."""
-        self.sock.close()
-        try:
-            return self.popen.wait(grace)
-        except subprocess.TimeoutExpired:
-            return self.kill()
-
-
-def await_ready(proc: Process) -> str | None:
-    """Wait for a new process's Ready; None when it came, else why not."""
-    try:
-        if not select.select([proc.sock], [], [], START_TIMEOUT)[0]:
-            return f"not ready after {START_TIMEOUT:g} s"
-        proc.ready = protocol.recv(proc.sock)
-        proc.loaded = frozenset(m.name for m in proc.ready.models if m.ok)
-        return None
-    except (EOFError, OSError) as exc:
-        return str(exc)
 
 
 class Slot:
@@ -251,7 +100,7 @@ class Slot:
             return True
         code = proc.kill()
         self.restarts += 1
-        self.last_exit = _describe_exit(code)
+        self.last_exit = describe_exit(code)
         log.error("worker %s failed to start: %s (%s)", self.index, self.last_exit, error)
         if code == protocol.EXIT_R_FAILED:
             self.r_failures += 1
@@ -321,7 +170,7 @@ class Slot:
 
     def _on_crash(self, jobs: list[Job]) -> None:
         code = self.proc.kill(grace=0.2)
-        desc = _describe_exit(code)
+        desc = describe_exit(code)
         for job in jobs:
             self.pool.retry_or_fail(job, f"the worker scoring it died ({desc})")
         hint = " (SIGKILL: memory may have run out)" if code == -signal.SIGKILL else ""
@@ -329,7 +178,7 @@ class Slot:
         self._replace(code, "crash")
 
     def _replace(self, code, reason: str) -> None:
-        self.last_exit = f"{reason}: {_describe_exit(code)}"
+        self.last_exit = f"{reason}: {describe_exit(code)}"
         self.restarts += 1
         self.pool.metrics.restart(self.index, reason)
         if self.successor is not None:   # a replacement was already on its way
@@ -370,7 +219,7 @@ class Slot:
             return False
         self.successor = None
         if succ.ready is None and await_ready(succ) is not None:
-            log.error("worker %s: replacement failed to start (%s)", self.index, _describe_exit(succ.kill()))
+            log.error("worker %s: replacement failed to start (%s)", self.index, describe_exit(succ.kill()))
             self.state = "idle"
             return True
         old, self.proc = self.proc, succ
@@ -449,7 +298,7 @@ class Pool:
         error = await_ready(first)
         if error is not None:
             code = first.kill()
-            self.failed_reason = f"the first worker could not start: {_describe_exit(code)} ({error})"
+            self.failed_reason = f"the first worker could not start: {describe_exit(code)} ({error})"
             log.error("pool: %s", self.failed_reason)
             raise RuntimeError(self.failed_reason)
         self.first_process[0] = first
@@ -600,16 +449,3 @@ class Pool:
                 "queue_depth": len(self.queue), "queue_size": self.queue.size,
                 "effective_size": len(self.slots), "size_reason": self.size_reason,
                 "container_memory": resources.container_memory()}
-
-
-def _describe_exit(code) -> str:
-    if code is None:
-        return "still running"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    if code == protocol.EXIT_R_FAILED:
-        return "exit code 3: R could not start"
-    return f"exit code {code}"

@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 from . import catalog
-from .pool import Pool, Process, await_ready
+from .pool import Pool
+from .process import Process, await_ready
 
 log = logging.getLogger("bridge.reload")
 

@@ -10,7 +10,8 @@ import pytest
 from bridge import protocol, resources, settings as settings_mod
 from bridge.errors import Overloaded
 from bridge.metrics import Metrics
-from bridge.pool import Job, JobQueue, Pool
+from bridge.jobs import Job, JobQueue
+from bridge.pool import Pool
 
 
 def job(model="m", rows=1, timeout=30):

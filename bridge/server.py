@@ -106,7 +106,7 @@ def serve(settings) -> int:
     setup_logging(settings.log_format)
     install_log_redaction()
     settings, app, pool = build(settings)
-    if settings.certfile:     # HTTPS: gunicorn, one gateway process (tls.py)
+    if settings.certfile or settings.http_server == "gunicorn":   # one gunicorn gateway process (tls.py)
         from .tls import serve_tls
         return serve_tls(settings, app, pool)
     signals: queue.Queue = queue.Queue()

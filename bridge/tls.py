@@ -1,5 +1,8 @@
 """HTTPS without a proxy: `rbridge serve --certfile F --keyfile F` runs the gateway in gunicorn.
 
+(`--http-server gunicorn` runs the same gunicorn set-up over plain HTTP: the benchmark compares
+it with waitress, the default.)
+
 waitress has no TLS, so this path uses gunicorn (a `BaseApplication` configured here, never from
 argv, a config file or GUNICORN_CMD_ARGS) with exactly one gateway process: the gateway holds
 per-process state (the R pool, the HTTP Basic cache, the throttle, token revocations, metrics),
@@ -107,7 +110,7 @@ class GatewayServer(BaseApplication):
 
     def __init__(self, settings, app, pool, threads: int):
         self.settings, self.app, self.pool, self.threads = settings, app, pool, threads
-        self.tls = TlsContext(settings.certfile, settings.keyfile)
+        self.tls = TlsContext(settings.certfile, settings.keyfile) if settings.certfile else None
         super().__init__(prog="rbridge")
 
     def load_config(self):
@@ -118,13 +121,15 @@ class GatewayServer(BaseApplication):
             "threads": self.threads, "worker_connections": max(1000, self.threads * 4),
             "backlog": 2048, "keepalive": 5, "timeout": 60, "graceful_timeout": math.ceil(s.graceful_timeout),
             "max_requests": 0, "preload_app": False, "reload": False,
-            "certfile": str(s.certfile), "keyfile": str(s.keyfile), "ssl_context": self._ssl_context,
             "forwarded_allow_ips": ",".join(s.trusted_proxies),
             "accesslog": None, "errorlog": "-", "loglevel": "info", "capture_output": False,
             "logger_class": _Logger, "proc_name": "rbridge", "control_socket_disable": True,
             "post_worker_init": self._post_worker_init, "worker_int": self._worker_int,
             "worker_exit": self._worker_exit,
         }
+        if self.tls is not None:
+            options.update({"certfile": str(s.certfile), "keyfile": str(s.keyfile),
+                            "ssl_context": self._ssl_context})
         for key, value in options.items():
             self.cfg.set(key, value)
 
@@ -158,8 +163,8 @@ class GatewayServer(BaseApplication):
         if pool.failed_reason is None:
             threading.Thread(target=_start_pool, args=(pool, time.monotonic()), name="pool-start",
                              daemon=True).start()
-        log.info("gateway process %s serving https://%s:%s (%s threads); models: %s", os.getpid(),
-                 self.settings.host, self.settings.port, self.threads, ", ".join(sorted(pool.entries)) or "none")
+        log.info("gateway process %s serving %s://%s:%s (%s threads); models: %s", os.getpid(),
+                 "https" if self.tls else "http", self.settings.host, self.settings.port, self.threads, ", ".join(sorted(pool.entries)) or "none")
 
     def _worker_int(self, worker):
         self.pool.draining = True
@@ -174,7 +179,8 @@ def serve_tls(settings, app, pool) -> int:
     """Run HTTPS until SIGTERM (drain) or SIGINT (quick stop); returns the exit code."""
     from .server import http_threads
     try:
-        TlsContext(settings.certfile, settings.keyfile).build()
+        if settings.certfile:
+            TlsContext(settings.certfile, settings.keyfile).build()
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the TLS certificate {settings.certfile} with key "
                           f"{settings.keyfile}: {exc}") from None

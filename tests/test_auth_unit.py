@@ -300,3 +300,24 @@ def test_initial_admin_password_file_is_private(tmp_path):
     assert password not in path.read_text()
     assert users.ensure_initial_admin(path) is None
     os.unlink(secret)
+
+
+def test_concurrent_basic_logins_hash_the_password_once(auth, monkeypatch):
+    """A client pool opening 16 connections at once costs one slow hash, not 16."""
+    calls = []
+    real = auth.store.verify_password
+
+    def counting(name, password):
+        calls.append(name)
+        time.sleep(0.2)                  # a slow hash: the others arrive while it runs
+        return real(name, password)
+    monkeypatch.setattr(auth.store, "verify_password", counting)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(auth.basic("alice", "alice-password")))
+               for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 16 and all(u.name == "alice" for u in results)
+    assert calls == ["alice"]

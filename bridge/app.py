@@ -27,6 +27,7 @@ from .validate import Schema
 log = logging.getLogger("bridge.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _JSON = orjson.OPT_SERIALIZE_NUMPY
+PROBES = ("/healthz", "/readyz")
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
                     "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
                     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'"}
@@ -170,13 +171,14 @@ def create_app(settings, pool, authenticator: Authenticator) -> Flask:
                 response.headers["Access-Control-Max-Age"] = "600"
         if cors_origins:
             response.vary.add("Origin")
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
         if g.get("model"):
-            seconds = time.perf_counter() - g.started
             metrics.request(g.model, response.status_code, seconds, g.rows)
+        if request.path not in PROBES:    # one line per request; probes would drown the log
             log.info("%s %s %s", request.method, request.path, response.status_code, extra={"fields": {
-                "request_id": g.request_id, "user": g.user, "model": g.model, "version": g.version,
-                "rows": g.rows, "status": response.status_code, "latency_ms": round(seconds * 1000, 3),
-                "worker": g.worker}})
+                "request_id": g.get("request_id"), "user": g.get("user"), "model": g.get("model"),
+                "version": g.get("version"), "rows": g.get("rows", 0), "status": response.status_code,
+                "latency_ms": round(seconds * 1000, 3), "worker": g.get("worker")}})
         return response
 
     @app.errorhandler(BridgeError)

@@ -166,12 +166,24 @@ def _to_r(ri, kind: str, buf):
     raise ValueError(f"unknown column type {kind}")
 
 
+def _copy_out(vec, dtype) -> np.ndarray:
+    """A copy of an R numeric vector's data.
+
+    Not vec.memoryview(): in rpy2 3.5.17 it drops a reference to Python's None on every call
+    (its C helper memoryview_swapstrides returns None without a new reference), so a worker
+    died with "Fatal Python error: none_dealloc" after some hundred thousand requests.
+    """
+    from rpy2.rinterface_lib import openrlib
+    ptr = vec._R_GET_PTR(vec.__sexp__._cdata)
+    return np.frombuffer(openrlib.ffi.buffer(ptr, np.dtype(dtype).itemsize * len(vec)), dtype=dtype).copy()
+
+
 def _from_r(ri, vec):
     t = vec.typeof
     if t == ri.RTYPES.REALSXP:
-        return np.array(vec.memoryview(), dtype=np.float64)
+        return _copy_out(vec, np.float64)
     if t == ri.RTYPES.INTSXP:
-        arr = np.array(vec.memoryview(), dtype=np.int32)
+        arr = _copy_out(vec, np.int32)
         if (arr == INT_NA).any():
             return [None if v == INT_NA else int(v) for v in arr]
         return arr

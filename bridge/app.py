@@ -9,6 +9,7 @@ Every error is a BridgeError rendered by one handler as {"error": {"code", "mess
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
@@ -28,6 +29,7 @@ log = logging.getLogger("bridge.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _JSON = orjson.OPT_SERIALIZE_NUMPY
 PROBES = ("/healthz", "/readyz")
+_ID_PREFIX, _ID_COUNTER = uuid.uuid4().hex[:12], itertools.count(1)   # unique ids without a syscall each
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
                     "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
                     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'"}
@@ -150,7 +152,7 @@ def create_app(settings, pool, authenticator: Authenticator) -> Flask:
     def start_request():
         g.started = time.perf_counter()
         rid = request.headers.get("X-Request-ID", "")
-        g.request_id = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
+        g.request_id = rid if _REQUEST_ID.match(rid) else f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
         g.user = g.model = g.version = g.worker = None
         g.rows = 0
 

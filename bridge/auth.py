@@ -351,6 +351,7 @@ class RedactingFormatter:
 
 def install_log_redaction(logger: logging.Logger | None = None) -> None:
     """Redact every line the handlers of `logger` (default: the root logger) write."""
-    for handler in (logger or logging.getLogger()).handlers:
-        if handler.formatter is not None and not isinstance(handler.formatter, RedactingFormatter):
-            handler.setFormatter(RedactingFormatter(handler.formatter))
+    for front in (logger or logging.getLogger()).handlers:
+        for handler in getattr(front, "targets", [front]):   # logs.setup_logging queues to targets
+            if handler.formatter is not None and not isinstance(handler.formatter, RedactingFormatter):
+                handler.setFormatter(RedactingFormatter(handler.formatter))

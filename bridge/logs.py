@@ -8,7 +8,10 @@ to a logger: callers log user names, never passwords, tokens or keys.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import logging.handlers
+import queue
 import sys
 import time
 
@@ -33,6 +36,8 @@ class JsonFormatter(logging.Formatter):
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["traceback"] = record.exc_text
         return orjson.dumps(entry, default=str).decode()
 
 
@@ -49,14 +54,40 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+class _Enqueue(logging.handlers.QueueHandler):
+    """Hands records to the writer thread, formatting nothing but the message in the caller.
+
+    Request threads never wait on a stream or on the handler's lock (which, held by a thread
+    waiting for the GIL, made every other request thread queue behind it: half of the gateway's
+    time under load went there). Tracebacks are rendered here, since exc_info cannot travel.
+    """
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record.msg, record.args = record.getMessage(), None
+        if record.exc_info:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        return record
+
+
 def setup_logging(fmt: str = "auto", worker=None, level=logging.INFO, stream=None) -> None:
     stream = stream or sys.stderr
     if fmt == "auto":
         fmt = "text" if stream.isatty() else "json"
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter(worker) if fmt == "json" else TextFormatter(worker))
+    records: queue.SimpleQueue = queue.SimpleQueue()
+    front = _Enqueue(records)
+    front.targets = [handler]       # where lines are written (auth.install_log_redaction wraps these)
+    listener = logging.handlers.QueueListener(records, handler, respect_handler_level=False)
+    listener.start()
+    atexit.register(listener.stop)  # flush what is queued when the process exits
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    for old in root.handlers:
+        if isinstance(old, _Enqueue):
+            old.listener.stop()
+    front.listener = listener
+    root.handlers[:] = [front]
     root.setLevel(level)
     for noisy in ("waitress.queue", "urllib3", "rpy2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -114,7 +114,11 @@ class Slot:
         max_rows, wait_ms = self.pool.batch_limits(job.model)
         if max_rows <= 1 or job.nrows >= max_rows:
             return []
-        return self.pool.queue.take_more(job.model, max_rows - job.nrows, wait_ms / 1000.0)
+        # Waiting for more rows only pays when every other worker is busy: otherwise a request
+        # that arrives meanwhile is taken by an idle worker, and the wait is pure latency.
+        others_busy = all(s.state == "busy" for s in self.pool.slots if s is not self and s.proc)
+        return self.pool.queue.take_more(job.model, max_rows - job.nrows,
+                                         wait_ms / 1000.0 if others_busy else 0.0)
 
     def _score(self, jobs: list[Job]) -> None:
         live = [j for j in jobs if not j.done.is_set()]

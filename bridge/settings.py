@@ -86,7 +86,8 @@ FIELDS = [
     Field("reload_interval", float, 2.0, "seconds between scans of the models folder (0: no hot reload)"),
     Field("retry_on_crash", parse_bool, True, "retry once on another worker when a worker dies holding a request"),
     Field("max_batch_rows", int, 64, "most rows merged into one R call (0 or 1: no batching)"),
-    Field("max_batch_wait_ms", float, 0.0, "how long a free worker waits for more rows to merge"),
+    Field("max_batch_wait_ms", float, 2.0, "how long a free worker waits for more rows to merge "
+          "(only while every other worker is busy)"),
     Field("signing_key_file", Path, None, "file holding the token signing key(s)"),
     Field("signing_key", str, None, "token signing key (environment only)", cli=False),
     Field("token_ttl", int, 3600, "access token lifetime in seconds"),

@@ -5,7 +5,7 @@
 #
 # Debian bookworm's R 4.2.2 and r-cran-* packages are what the project is tested against.
 # Add R packages your models need with
-#   docker build --build-arg EXTRA_R_PACKAGES="r-cran-glmnet r-cran-xgboost" -t rbridge .
+#   docker build --build-arg EXTRA_R_PACKAGES="r-cran-glmnet r-cran-earth" -t rbridge .
 # (Debian package names; `apt-cache search r-cran-` lists them).
 
 # ---------------------------------------------------------------------------

@@ -79,7 +79,7 @@ class JobQueue:
         with self._cond:
             while max_rows > 0:
                 for job in list(self._jobs):
-                    if job.model == model and job.nrows <= max_rows:
+                    if job.model == model and job.nrows <= max_rows and not job.attempts:
                         self._jobs.remove(job)
                         taken.append(job)
                         max_rows -= job.nrows

@@ -112,8 +112,8 @@ class Slot:
 
     def _batch_mates(self, job: Job) -> list[Job]:
         max_rows, wait_ms = self.pool.batch_limits(job.model)
-        if max_rows <= 1 or job.nrows >= max_rows:
-            return []
+        if max_rows <= 1 or job.nrows >= max_rows or job.attempts:
+            return []   # a retried job goes alone: if it crashes a worker again, only it fails
         # Waiting for more rows only pays when every other worker is busy: otherwise a request
         # that arrives meanwhile is taken by an idle worker, and the wait is pure latency.
         others_busy = all(s.state == "busy" for s in self.pool.slots if s is not self and s.proc)

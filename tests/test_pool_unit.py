@@ -104,3 +104,12 @@ def test_cgroup_v2_limits_are_read(tmp_path, monkeypatch):
     assert resources.container_memory() == {"limit": 1 << 30, "used": 100 << 20, "source": "cgroup v2"}
     cores, why = resources.usable_cpus()
     assert cores == 2 and "1.5" in why
+
+
+def test_retried_jobs_are_never_merged_into_a_batch():
+    q = JobQueue(10)
+    retried, fresh = job("a"), job("a")
+    retried.attempts = 1
+    q.put(retried)
+    q.put(fresh)
+    assert q.take_more("a", 10, 0) == [fresh]

@@ -220,3 +220,22 @@ def test_metrics_port_serves_metrics_without_auth(small_models, tmp_path):
         assert open_metrics.status_code == 200
         assert 'rbridge_requests_total{model="cars",status="200"} 1.0' in open_metrics.text
         assert requests.get(s.url + "/metrics", timeout=5).status_code == 401
+
+
+def test_batch_mates_of_a_crashing_request_are_retried_alone(small_models, tmp_path):
+    """Requests merged into one R call with a request that kills the worker are retried one by
+    one on a fresh worker: they succeed, and only the request that crashes again fails."""
+    with Server(small_models, tmp_path, "--workers", "1") as s:
+        with cf.ThreadPoolExecutor(8) as ex:
+            blocker = ex.submit(chaos, s, "sleep", 1.0)
+            busy_pid(s)
+            killer = ex.submit(chaos, s, "die")
+            time.sleep(0.1)
+            mates = [ex.submit(chaos, s, "ok", float(i)) for i in range(5)]
+            assert blocker.result(30).status_code == 200
+            assert killer.result(60).status_code == 503
+            results = [f.result(60) for f in mates]
+        assert [r.status_code for r in results] == [200] * 5
+        assert [r.json()["predictions"] for r in results] == [[2.0 * i] for i in range(5)]
+        batches = s.get("/metrics").text
+        assert 'rbridge_worker_restarts_total{reason="crash",slot="0"} 2.0' in batches

@@ -13,6 +13,7 @@ import logging
 import logging.handlers
 import queue
 import sys
+import threading
 import time
 
 import orjson
@@ -70,6 +71,43 @@ class _Enqueue(logging.handlers.QueueHandler):
         return record
 
 
+class _Writer(threading.Thread):
+    """The one thread that writes log lines: everything queued so far in one write (one syscall
+    per burst instead of one per line)."""
+
+    def __init__(self, records: queue.SimpleQueue, handler: logging.StreamHandler):
+        super().__init__(name="log-writer", daemon=True)
+        self.records, self.handler = records, handler
+
+    def run(self) -> None:
+        while True:
+            batch = [self.records.get()]
+            while len(batch) < 512:
+                try:
+                    batch.append(self.records.get_nowait())
+                except queue.Empty:
+                    break
+            lines = []
+            for record in batch:
+                if record is None:
+                    self._write(lines)
+                    return
+                try:
+                    lines.append(self.handler.format(record) + "\n")
+                except Exception:   # a record that cannot be formatted must not stop logging
+                    lines.append(f"(unformattable log record from {record.name})\n")
+            self._write(lines)
+
+    def _write(self, lines: list) -> None:
+        if lines:
+            self.handler.stream.write("".join(lines))
+            self.handler.stream.flush()
+
+    def stop(self) -> None:
+        self.records.put(None)
+        self.join(5)
+
+
 def setup_logging(fmt: str = "auto", worker=None, level=logging.INFO, stream=None) -> None:
     stream = stream or sys.stderr
     if fmt == "auto":
@@ -79,14 +117,13 @@ def setup_logging(fmt: str = "auto", worker=None, level=logging.INFO, stream=Non
     records: queue.SimpleQueue = queue.SimpleQueue()
     front = _Enqueue(records)
     front.targets = [handler]       # where lines are written (auth.install_log_redaction wraps these)
-    listener = logging.handlers.QueueListener(records, handler, respect_handler_level=False)
-    listener.start()
-    atexit.register(listener.stop)  # flush what is queued when the process exits
     root = logging.getLogger()
     for old in root.handlers:
         if isinstance(old, _Enqueue):
-            old.listener.stop()
-    front.listener = listener
+            old.writer.stop()
+    front.writer = _Writer(records, handler)
+    front.writer.start()
+    atexit.register(front.writer.stop)   # write what is queued when the process exits
     root.handlers[:] = [front]
     root.setLevel(level)
     for noisy in ("waitress.queue", "urllib3", "rpy2"):

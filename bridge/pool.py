@@ -114,11 +114,13 @@ class Slot:
         max_rows, wait_ms = self.pool.batch_limits(job.model)
         if max_rows <= 1 or job.nrows >= max_rows or job.attempts:
             return []   # a retried job goes alone: if it crashes a worker again, only it fails
-        # Waiting for more rows only pays when every other worker is busy: otherwise a request
-        # that arrives meanwhile is taken by an idle worker, and the wait is pure latency.
-        others_busy = all(s.state == "busy" for s in self.pool.slots if s is not self and s.proc)
+        # Waiting for more rows only pays under load: when requests are queued, or when there are
+        # other workers and all of them are busy. Otherwise a request that arrives meanwhile is
+        # taken by an idle worker (or there is none coming), and the wait is pure latency.
+        others = [s for s in self.pool.slots if s is not self and s.proc]
+        loaded = len(self.pool.queue) > 0 or (others and all(s.state == "busy" for s in others))
         return self.pool.queue.take_more(job.model, max_rows - job.nrows,
-                                         wait_ms / 1000.0 if others_busy else 0.0)
+                                         wait_ms / 1000.0 if loaded else 0.0)
 
     def _score(self, jobs: list[Job]) -> None:
         live = [j for j in jobs if not j.done.is_set()]

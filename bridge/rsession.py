@@ -112,11 +112,9 @@ class RSession:
                         ri.IntSexpVector([nrows]))
         if not bool(out[0][0]):
             return protocol_error(f"R failed: {out[1][0]}", "r_error", 422)
-        res = out[1]
-        kind = str(_field(res, "kind")[0])
-        names = _field(res, "names")
-        return protocol.Output(kind, None if names is None or names.typeof == 0 else [str(n) for n in names],
-                               [_from_r(ri, v) for v in _field(res, "values")])
+        names = out[2]
+        return protocol.Output(str(out[1][0]), None if names.typeof == 0 else [str(n) for n in names],
+                               [_from_r(ri, v) for v in out[3]])
 
     def heap(self) -> tuple[int, int]:
         h = self._heap()

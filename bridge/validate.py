@@ -62,7 +62,7 @@ class Schema:
 
 
 def _columns_of(body, max_rows: int):
-    """Return (lookup(name) -> list of values or None when absent, nrows)."""
+    """Return (the body's values by column, nrows) for either body shape."""
     if not isinstance(body, dict) or ("data" in body) == ("columns" in body):
         raise BadRequest('send {"data": [{"column": value, ...}, ...]} (rows) or '
                          '{"columns": {"column": [values, ...]}} (columns)')
@@ -70,24 +70,11 @@ def _columns_of(body, max_rows: int):
         rows = body["data"]
         if not isinstance(rows, list) or not rows:
             raise BadRequest('"data" must be a non-empty list of row objects')
-        if len(rows) > max_rows:
-            raise TooLarge(f"{len(rows)} rows is more than this server takes in one request "
-                           f"({max_rows}); split the request", code="too_many_rows")
+        _check_rows(len(rows), max_rows)
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
                 raise BadRequest(f'"data"[{i}] must be an object of column: value')
-
-        def lookup(name):
-            out = [row.get(name, _MISSING) for row in rows]
-            if _MISSING in out:
-                if all(v is _MISSING for v in out):
-                    return None
-                i = out.index(_MISSING)
-                raise InvalidInput(f"row {i} has no column '{name}'", code="missing_column",
-                                   details={"column": name, "row": i})
-            return out
-        lookup.names = lambda: _names_of_rows(rows)
-        return lookup, len(rows)
+        return _Rows(rows), len(rows)
     columns = body["columns"]
     if not isinstance(columns, dict) or not columns:
         raise BadRequest('"columns" must be a non-empty object of column: [values]')
@@ -101,20 +88,46 @@ def _columns_of(body, max_rows: int):
     nrows = lengths.pop()
     if nrows == 0:
         raise BadRequest('"columns" holds no rows')
+    _check_rows(nrows, max_rows)
+    return _Columns(columns), nrows
+
+
+def _check_rows(nrows: int, max_rows: int) -> None:
     if nrows > max_rows:
         raise TooLarge(f"{nrows} rows is more than this server takes in one request ({max_rows}); "
                        "split the request", code="too_many_rows")
-    return _Lookup(columns), nrows
 
 
-class _Lookup:
+class _Rows:
+    """Values by column from a records body; a column missing from some rows is named with the row."""
+
+    def __init__(self, rows: list):
+        self.rows = rows
+
+    def __call__(self, name):
+        out = [row.get(name, _MISSING) for row in self.rows]
+        if _MISSING in out:
+            if all(v is _MISSING for v in out):
+                return None
+            i = out.index(_MISSING)
+            raise InvalidInput(f"row {i} has no column '{name}'", code="missing_column",
+                               details={"column": name, "row": i})
+        return out
+
+    def names(self) -> list:
+        return _names_of_rows(self.rows)
+
+
+class _Columns:
+    """Values by column from a columnar body."""
+
     def __init__(self, columns: dict):
         self.columns = columns
 
     def __call__(self, name):
         return self.columns.get(name)
 
-    def names(self):
+    def names(self) -> list:
         return list(self.columns)
 
 

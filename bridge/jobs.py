@@ -30,7 +30,6 @@ class Job:
         self.done = threading.Event()
         self.output = self.error = None
         self.slot = self.version = None
-        self.batch_size = 1
 
     def finish(self, output=None, error: BridgeError | None = None, slot=None, version=None):
         if self.done.is_set():

@@ -131,7 +131,6 @@ class Slot:
         wait = self.pool.metrics.queue_wait.labels(live[0].model)
         for j in live:
             j.attempts += 1
-            j.batch_size = len(live)
             wait.observe(self.busy_since - j.queued_at)
         message = protocol.Score(live[0].id, live[0].model, [j.part for j in live])
         deadline = min(j.deadline for j in live)

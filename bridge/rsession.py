@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import protocol
+from .errors import RError, Unavailable
 
 log = logging.getLogger("bridge.worker")
 
@@ -90,7 +91,7 @@ class RSession:
         """
         model = self.models.get(name)
         if model is None:
-            err = protocol_error(f"model '{name}' is not loaded in this worker", "not_loaded", 503)
+            err = Unavailable(f"model '{name}' is not loaded in this worker", code="not_loaded").to_dict()
             return [err] * len(parts), False
         if len(parts) > 1:
             out = self._score_columns(model, _concat(parts, model), sum(p.nrows for p in parts))
@@ -111,7 +112,7 @@ class RSession:
         out = self._run(model.loaded, ri.ListSexpVector(vectors), r_names, r_levels, r_ordered,
                         ri.IntSexpVector([nrows]))
         if not bool(out[0][0]):
-            return protocol_error(f"R failed: {out[1][0]}", "r_error", 422)
+            return RError(f"R failed: {out[1][0]}").to_dict()
         names = out[2]
         return protocol.Output(str(out[1][0]), None if names.typeof == 0 else [str(n) for n in names],
                                [_from_r(ri, v) for v in out[3]])
@@ -128,7 +129,6 @@ class _Loaded:
         self.spec, self.loaded = spec, loaded
         schema = schema or []
         self.columns = [c["name"] for c in schema]
-        self.kinds = {c["name"]: c["type"] for c in schema}
         self.r_names = ri.StrSexpVector(self.columns)
         self.r_levels = ri.ListSexpVector([
             ri.StrSexpVector(c["levels"]) if c["type"] == "factor" else ri.NULL for c in schema])
@@ -143,10 +143,6 @@ def _field(vec, name: str):
             if n == name:
                 return vec[i]
     return None
-
-
-def protocol_error(message: str, code: str, status: int) -> dict:
-    return {"error": {"code": code, "message": message}, "status": status}
 
 
 # -- conversion helpers -----------------------------------------------------------------------

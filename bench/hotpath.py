@@ -29,9 +29,9 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bridge import protocol  # noqa: E402
-from bridge.app import render  # noqa: E402
-from bridge.validate import Schema  # noqa: E402
+from rbridge.pool import protocol  # noqa: E402
+from rbridge.gateway.app import render  # noqa: E402
+from rbridge.schema import Schema  # noqa: E402
 
 BODY = orjson.dumps({"data": [{"wt": 2.5, "hp": 110, "cyl": "6"}]})
 
@@ -51,9 +51,9 @@ def train(models: Path) -> None:
 
 
 def stages(models: Path, n: int) -> dict:
-    from bridge.rsession import RSession, set_thread_env
+    from rbridge.worker.rsession import RSession, set_thread_env
     set_thread_env()
-    session = RSession(ROOT / "r")
+    session = RSession()
     spec = protocol.ModelSpec("cars", str(models / "cars.rds"), None, "v", "0" * 64, {}, None)
     info = session.load(spec)
     schema = Schema(info.schema)

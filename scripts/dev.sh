@@ -44,8 +44,8 @@ case "${1:-}" in
     shift
     need_apt $R_PACKAGES $TEST_PACKAGES
     setup_python "r,test"
-    echo "==> R tests (r/tests)"
-    Rscript r/tests/run.R
+    echo "==> R tests (tests/r)"
+    Rscript tests/r/run.R
     echo "==> Python tests"
     export RBRIDGE_TEST_CONTAINER=${RBRIDGE_TEST_CONTAINER:-1}
     exec "$VENV/bin/python" -m pytest tests -q -p no:cacheprovider "$@"

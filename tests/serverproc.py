@@ -12,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from bridge import users
+from rbridge.gateway import users
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = ("admin", "admin-password-for-tests")
@@ -46,7 +46,7 @@ class Server:
         self.log_path = self.workdir / f"server-{self.port}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("RBRIDGE_")}
         full_env.update(env or {})
-        cmd = [sys.executable, "-m", "bridge", "serve", "--models", str(models), "--users",
+        cmd = [sys.executable, "-m", "rbridge", "serve", "--models", str(models), "--users",
                str(self.users), "--port", str(self.port), "--log-format", "json", *args]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir,

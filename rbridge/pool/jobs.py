@@ -1,0 +1,103 @@
+"""Jobs and the queue in front of the workers.
+
+A `Job` is one request waiting for, or being scored by, a worker; HTTP threads wait on its
+event. `JobQueue` is bounded (429 beyond `--queue-size`), FIFO, and lets a free worker take the
+oldest job for a model it holds plus other queued jobs for the same model (micro-batching).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+import time
+
+from . import protocol
+from rbridge.errors import BridgeError, Overloaded
+
+
+class Job:
+    """One request waiting for, or being scored by, a worker."""
+    _ids = itertools.count(1)
+
+    def __init__(self, model: str, part: protocol.Part, timeout: float):
+        self.id = next(self._ids)
+        self.model, self.part, self.nrows = model, part, part.nrows
+        self.timeout = timeout
+        self.queued_at = time.monotonic()
+        self.deadline = self.queued_at + timeout
+        self.attempts = 0
+        self.done = threading.Event()
+        self.output = self.error = None
+        self.slot = self.version = None
+
+    def finish(self, output=None, error: BridgeError | None = None, slot=None, version=None):
+        if self.done.is_set():
+            return
+        self.output, self.error, self.slot, self.version = output, error, slot, version
+        self.done.set()
+
+
+class JobQueue:
+    """A bounded FIFO of jobs, with taking of same-model jobs for a batch."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._jobs: collections.deque[Job] = collections.deque()
+        self._cond = threading.Condition()
+        self.closed = False
+
+    def __len__(self):
+        return len(self._jobs)
+
+    def put(self, job: Job, front: bool = False) -> None:
+        with self._cond:
+            if not front and len(self._jobs) >= self.size:
+                raise Overloaded(f"the server is busy: {len(self._jobs)} requests are waiting; "
+                                 "retry shortly", headers={"Retry-After": "1"})
+            (self._jobs.appendleft if front else self._jobs.append)(job)
+            self._cond.notify_all()   # slots differ in the models they hold (during a reload)
+
+    def take(self, timeout: float, models: frozenset | None = None) -> Job | None:
+        """The oldest job for one of `models` (None: any), waiting up to `timeout` s."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for job in self._jobs:
+                    if models is None or job.model in models:
+                        self._jobs.remove(job)
+                        return job
+                remaining = deadline - time.monotonic()
+                if self.closed or remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+
+    def take_more(self, model: str, max_rows: int, wait: float) -> list[Job]:
+        """Same-model jobs that fit in max_rows, waiting up to `wait` s for more to arrive."""
+        taken, deadline = [], time.monotonic() + wait
+        with self._cond:
+            while max_rows > 0:
+                for job in list(self._jobs):
+                    if job.model == model and job.nrows <= max_rows and not job.attempts:
+                        self._jobs.remove(job)
+                        taken.append(job)
+                        max_rows -= job.nrows
+                remaining = deadline - time.monotonic()
+                if max_rows <= 0 or remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+        return taken
+
+    def remove(self, job: Job) -> bool:
+        with self._cond:
+            try:
+                self._jobs.remove(job)
+                return True
+            except ValueError:
+                return False
+
+    def close(self) -> None:
+        """Wake every waiting slot and stop waits from blocking (the pool is stopping)."""
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()

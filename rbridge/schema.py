@@ -1,0 +1,275 @@
+"""Request rows -> typed column buffers, checked against the model's input schema.
+
+R silently mispredicts on several kinds of bad input (ranger and gbm on an unseen factor level,
+randomForest on a string in a numeric column), so nothing reaches R unchecked. Each column of
+the schema becomes one buffer: float64 for numeric, int32 for integer, int32 codes (1-based,
+into the training levels) for factors, a list of str for character, a list of bool for logical;
+null becomes NA where the schema allows it. Every problem is a 422 naming the column, the row,
+the value and what is allowed. Columns the model does not use are ignored.
+
+Models without a schema (R keeps none and there is no <name>.json) get their types from the
+JSON values themselves, one type per column, never a silent cast to string.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rbridge.errors import BadRequest, InvalidInput, TooLarge
+
+INT_NA = np.iinfo(np.int32).min
+REAL_NA = np.array([0x7FF00000000007A2], dtype=np.uint64).view(np.float64)[0]   # R's NA_real_
+_MISSING = object()
+
+
+class Schema:
+    """A model's columns compiled once for fast checking (levels -> code lookups)."""
+
+    def __init__(self, columns: list | None):
+        self.columns = columns
+        self.codes = {c["name"]: {lv: i + 1 for i, lv in enumerate(c["levels"])}
+                      for c in columns or [] if c.get("levels")}
+
+    def encode(self, body, max_rows: int) -> tuple[dict, int]:
+        """Parsed JSON body -> ({column: (type, buffer)}, nrows)."""
+        values, nrows = _columns_of(body, max_rows)
+        if self.columns is None:
+            return _infer(values, nrows), nrows
+        out = {}
+        for col in self.columns:
+            name = col["name"]
+            data = values(name)
+            if data is None:
+                need = ", ".join(c["name"] for c in self.columns)
+                raise InvalidInput(f"missing column '{name}' (the model needs: {need})",
+                                   code="missing_column", details={"column": name})
+            out[name] = (col["type"], self._encode(col, data))
+        return out, nrows
+
+    def _encode(self, col: dict, data: list):
+        kind, name, na = col["type"], col["name"], col.get("na", False)
+        if kind == "numeric":
+            return _numeric(name, data, na)
+        if kind == "integer":
+            return _integer(name, data, na)
+        if kind == "factor":
+            return _factor(name, data, na, self.codes[name], col["levels"])
+        if kind == "character":
+            return _character(name, data, na, col.get("levels"))
+        if kind == "logical":
+            return _logical(name, data, na)
+        raise InvalidInput(f"column '{name}' has an unknown type {kind!r} in the schema")
+
+
+def _columns_of(body, max_rows: int):
+    """Return (the body's values by column, nrows) for either body shape."""
+    if not isinstance(body, dict) or ("data" in body) == ("columns" in body):
+        raise BadRequest('send {"data": [{"column": value, ...}, ...]} (rows) or '
+                         '{"columns": {"column": [values, ...]}} (columns)')
+    if "data" in body:
+        rows = body["data"]
+        if not isinstance(rows, list) or not rows:
+            raise BadRequest('"data" must be a non-empty list of row objects')
+        _check_rows(len(rows), max_rows)
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise BadRequest(f'"data"[{i}] must be an object of column: value')
+        return _Rows(rows), len(rows)
+    columns = body["columns"]
+    if not isinstance(columns, dict) or not columns:
+        raise BadRequest('"columns" must be a non-empty object of column: [values]')
+    lengths = set()
+    for name, vals in columns.items():
+        if not isinstance(vals, list):
+            raise BadRequest(f'"columns"."{name}" must be a list of values')
+        lengths.add(len(vals))
+    if len(lengths) != 1:
+        raise BadRequest(f'every column in "columns" must have the same number of values, got {sorted(lengths)}')
+    nrows = lengths.pop()
+    if nrows == 0:
+        raise BadRequest('"columns" holds no rows')
+    _check_rows(nrows, max_rows)
+    return _Columns(columns), nrows
+
+
+def _check_rows(nrows: int, max_rows: int) -> None:
+    if nrows > max_rows:
+        raise TooLarge(f"{nrows} rows is more than this server takes in one request ({max_rows}); "
+                       "split the request", code="too_many_rows")
+
+
+class _Rows:
+    """Values by column from a records body; a column missing from some rows is named with the row."""
+
+    def __init__(self, rows: list):
+        self.rows = rows
+
+    def __call__(self, name):
+        out = [row.get(name, _MISSING) for row in self.rows]
+        if _MISSING in out:
+            if all(v is _MISSING for v in out):
+                return None
+            i = out.index(_MISSING)
+            raise InvalidInput(f"row {i} has no column '{name}'", code="missing_column",
+                               details={"column": name, "row": i})
+        return out
+
+    def names(self) -> list:
+        return _names_of_rows(self.rows)
+
+
+class _Columns:
+    """Values by column from a columnar body."""
+
+    def __init__(self, columns: dict):
+        self.columns = columns
+
+    def __call__(self, name):
+        return self.columns.get(name)
+
+    def names(self) -> list:
+        return list(self.columns)
+
+
+def _names_of_rows(rows: list) -> list:
+    names = list(rows[0])
+    for i, row in enumerate(rows):
+        if list(row) != names and set(row) != set(names):
+            raise InvalidInput(f"row {i} has columns {sorted(row)} but row 0 has {sorted(names)}; "
+                               "every row needs the same columns", code="missing_column")
+    return names
+
+
+def _bad(name: str, row: int, value, expected: str, code: str = "wrong_type"):
+    shown = repr(value) if not isinstance(value, str) else f'"{value}"'
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return InvalidInput(f"column '{name}', row {row}: {shown} is not {expected}",
+                        code=code, details={"column": name, "row": row})
+
+
+def _null(name: str, row: int):
+    return InvalidInput(f"column '{name}', row {row}: null is not allowed (the model's schema does "
+                        "not allow NA in this column)", code="null_value", details={"column": name, "row": row})
+
+
+def _numeric(name, data, na):
+    for i, v in enumerate(data):
+        t = type(v)
+        if t is not float and t is not int:
+            if v is None:
+                if not na:
+                    raise _null(name, i)
+            else:
+                raise _bad(name, i, v, "a number")
+    if na:
+        return np.array([REAL_NA if v is None else v for v in data], dtype=np.float64)
+    try:
+        arr = np.array(data, dtype=np.float64)
+    except OverflowError:
+        arr = np.array([float(v) if abs(v) < 1e308 else np.inf for v in data])
+    if not np.isfinite(arr).all():
+        i = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise _bad(name, i, data[i], "a finite number", code="non_finite")
+    return arr
+
+
+def _integer(name, data, na):
+    out = np.empty(len(data), dtype=np.int32)
+    for i, v in enumerate(data):
+        t = type(v)
+        if t is int or (t is float and v.is_integer()):
+            if not -2147483647 <= v <= 2147483647:
+                raise _bad(name, i, v, "an integer in R's range (|x| < 2^31)", code="out_of_range")
+            out[i] = int(v)
+        elif v is None:
+            if not na:
+                raise _null(name, i)
+            out[i] = INT_NA
+        else:
+            raise _bad(name, i, v, "an integer")
+    return out
+
+
+def _factor(name, data, na, codes: dict, levels: list):
+    out = np.empty(len(data), dtype=np.int32)
+    get = codes.get
+    for i, v in enumerate(data):
+        code = get(v) if type(v) is str else None
+        if code is not None:
+            out[i] = code
+        elif v is None:
+            if not na:
+                raise _null(name, i)
+            out[i] = INT_NA
+        else:
+            raise _unknown_level(name, i, v, levels)
+    return out
+
+
+def _unknown_level(name, i, v, levels):
+    allowed = ", ".join(f'"{lv}"' for lv in levels[:50]) + (", ..." if len(levels) > 50 else "")
+    what = "a known level" if type(v) is str else "a level (a string)"
+    err = _bad(name, i, v, what, code="unknown_level")
+    err.message += f"; allowed: {allowed}"
+    err.details["allowed"] = levels
+    return err
+
+
+def _character(name, data, na, levels):
+    allowed = set(levels) if levels else None
+    for i, v in enumerate(data):
+        if type(v) is str:
+            if allowed is not None and v not in allowed:
+                raise _unknown_level(name, i, v, levels)
+        elif v is None:
+            if not na:
+                raise _null(name, i)
+        else:
+            raise _bad(name, i, v, "a string")
+    return list(data)
+
+
+def _logical(name, data, na):
+    for i, v in enumerate(data):
+        if type(v) is not bool:
+            if v is None:
+                if not na:
+                    raise _null(name, i)
+            else:
+                raise _bad(name, i, v, "true or false")
+    return list(data)
+
+
+def _infer(values, nrows: int) -> dict:
+    """No schema: one type per column from the JSON values; nulls are NA."""
+    out = {}
+    for name in values.names():
+        data = values(name)
+        kinds = {type(v) for v in data if v is not None}
+        if kinds <= {int, float} and kinds:
+            out[name] = ("numeric", _numeric(name, data, True))
+        elif kinds == {str}:
+            out[name] = ("character", _character(name, data, True, None))
+        elif kinds == {bool}:
+            out[name] = ("logical", _logical(name, data, True))
+        elif not kinds:
+            raise InvalidInput(f"column '{name}' holds only nulls; its type cannot be told "
+                               "(this model has no schema: add one in <model>.json)", code="wrong_type")
+        else:
+            shown = ", ".join(sorted(k.__name__ for k in kinds))
+            raise InvalidInput(f"column '{name}' mixes value types ({shown}); this model has no schema, "
+                               "so each column must hold one type", code="wrong_type")
+    return out
+
+
+def example_rows(columns: list | None, n: int = 1) -> list:
+    """Rows that fit the schema (for warm-up and the OpenAPI example)."""
+    if not columns:
+        return []
+    row = {}
+    for col in columns:
+        kind, levels = col["type"], col.get("levels")
+        row[col["name"]] = (levels[0] if levels else
+                            {"numeric": 1.0, "integer": 1, "logical": False}.get(kind, "a"))
+    return [dict(row) for _ in range(n)]

@@ -1,0 +1,118 @@
+"""A worker process: one embedded R, one thread, scoring what the gateway sends.
+
+Lifecycle: the pool starts `python -m rbridge.worker --fd N ...` as a fresh process (never a fork
+of a process with R in it: a forked child shares R's temp directory and deletes it on exit).
+The worker raises its own oom_score_adj (so that the kernel's OOM killer takes a worker, not the
+gateway), applies the optional address-space limit, starts R, then waits for `Load`, loads every model, answers `Ready`, and serves `Score`
+and `Stats` messages until its socket closes. If R cannot start it exits with EXIT_R_FAILED so
+the pool knows respawning will not help.
+
+Threading: single-threaded. The main loop is the only code that touches R.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import socket
+import sys
+import time
+
+from rbridge.pool import protocol
+
+log = logging.getLogger("bridge.worker")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="rbridge.worker")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--slot", type=int, required=True)
+    parser.add_argument("--r-dir", default=None, help="the R code (default: the one shipped)")
+    parser.add_argument("--memory-limit", type=int, default=0)
+    parser.add_argument("--log-format", default="text")
+    args = parser.parse_args(argv)
+
+    from rbridge.logs import setup_logging
+    setup_logging(args.log_format, worker=args.slot)
+    sock = socket.socket(fileno=args.fd)
+    _protect_gateway()
+    if args.memory_limit:
+        resource.setrlimit(resource.RLIMIT_AS, (args.memory_limit, args.memory_limit))
+
+    from rbridge.worker.rsession import RSession, set_thread_env
+    set_thread_env()
+    try:
+        session = RSession(args.r_dir)
+    except Exception as exc:  # R, rpy2 or the bridge's R code cannot start: nothing to retry
+        log.error("R could not start in worker %s: %s", args.slot, exc)
+        return protocol.EXIT_R_FAILED
+    return serve(sock, session)
+
+
+def serve(sock: socket.socket, session) -> int:
+    try:
+        message = protocol.recv(sock)
+    except EOFError:
+        return 0
+    if not isinstance(message, protocol.Load):
+        return protocol.EXIT_PROTOCOL
+    infos = [_load(session, spec) for spec in message.models]
+    for info in infos:
+        if not info.ok:
+            log.error("model %s failed to load: %s", info.name, info.error)
+    protocol.send(sock, protocol.Ready(os.getpid(), infos, session.r_version))
+    while True:
+        try:
+            message = protocol.recv(sock)
+        except EOFError:
+            return 0
+        if isinstance(message, protocol.Score):
+            started = time.perf_counter()
+            outputs, merged = session.score(message.model, message.parts)
+            protocol.send(sock, protocol.Scored(message.batch_id, outputs,
+                                                time.perf_counter() - started, merged))
+        elif isinstance(message, protocol.Stats):
+            used, peak = session.heap()
+            maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            protocol.send(sock, protocol.StatsReply(used, peak, maxrss))
+        else:
+            return protocol.EXIT_PROTOCOL
+
+
+def _load(session, spec: protocol.ModelSpec) -> protocol.ModelInfo:
+    """Load one model; a failure of any kind marks that model failed, never the worker."""
+    try:
+        info = session.load(spec)
+    except Exception as exc:
+        log.exception("model %s: loading failed in the bridge", spec.name)
+        return protocol.ModelInfo(spec.name, spec.version, ok=False,
+                                  error=f"the bridge could not load it: {exc}")
+    if info.ok and info.schema:
+        error = _warm_up(session, info)
+        if error:
+            session.models.pop(spec.name, None)
+            info.ok, info.error = False, f"the warm-up prediction failed: {error}"
+    return info
+
+
+def _warm_up(session, info: protocol.ModelInfo) -> str | None:
+    """Score one schema-shaped row, so a model that cannot predict is caught now, not by a caller."""
+    from rbridge.schema import Schema, example_rows
+    columns, nrows = Schema(info.schema).encode({"data": example_rows(info.schema)}, 1)
+    outputs, _ = session.score(info.name, [protocol.Part("warm-up", nrows, columns)])
+    return outputs[0]["error"]["message"] if isinstance(outputs[0], dict) else None
+
+
+def _protect_gateway() -> None:
+    """Make this worker, not the gateway, the OOM killer's first choice (raising needs no privilege)."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("500")
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""The embedded R session of one worker: load models, turn typed buffers into R, R results back.
+
+Only the worker process imports this module (the gateway never imports rpy2; a test checks).
+Threading: R is single-threaded and rpy2 is not re-entrant, so exactly one thread, the worker's
+main loop, ever calls into an `RSession`.
+
+Conversion is explicit and low-level (rpy2.rinterface, no pandas, no conversion rules that
+guess): numbers go to R as one memory copy of a float64/int32 buffer, strings as a STRSXP, and
+factor codes become factors with the model's training levels in R (r/worker.R `bridge_frame`).
+Results come back through `bridge_output` as plain vectors, read the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rbridge.pool import protocol
+from rbridge.errors import RError, Unavailable
+
+log = logging.getLogger("bridge.worker")
+
+R_DIR = Path(__file__).resolve().parent / "r"   # the bridge's R code, shipped as package data
+INT_NA = np.iinfo(np.int32).min          # R's NA_integer_ (and NA for logicals)
+
+
+class RSession:
+    def __init__(self, r_dir: Path | None = None, console=None):
+        import rpy2.rinterface as ri
+        import rpy2.rinterface_lib.callbacks as callbacks
+
+        self.ri = ri
+        # R's console output goes to our log with the worker's name, not straight to stderr.
+        write = console or (lambda text: log.info("R: %s", text.rstrip()))
+        callbacks.consolewrite_print = lambda text: text.strip() and write(text)
+        callbacks.consolewrite_warnerror = lambda text: text.strip() and write(text)
+        ri.initr_simple()
+        self.env = ri.baseenv["new.env"]()
+        source = ri.baseenv["sys.source"]
+        for path in sorted(Path(r_dir or R_DIR).glob("*.R")):
+            source(str(path), envir=self.env)
+        fn = self.env.find
+        self._run, self._heap = fn("bridge_run"), fn("bridge_heap")
+        self._load, self._list = fn("bridge_load_safe"), ri.baseenv["list"]
+        self.models: dict[str, _Loaded] = {}
+        self.r_version = str(ri.baseenv["R.version.string"][0])
+
+    # -- loading ---------------------------------------------------------------------------
+    def load(self, spec: protocol.ModelSpec) -> protocol.ModelInfo:
+        """Load one model (and its script); an R failure is reported, never raised."""
+        ri = self.ri
+        started = time.perf_counter()
+        script = ri.NULL if spec.script is None else ri.StrSexpVector([spec.script])
+        out = self._load(ri.StrSexpVector([spec.name]), ri.StrSexpVector([spec.rds]), script,
+                         self._to_r_list(spec.predict_args or {}))
+        if not bool(out[0][0]):
+            return protocol.ModelInfo(spec.name, spec.version, ok=False, error=str(out[1][0]))
+        result = out[1]
+        loaded = result
+        r_schema = _schema_from_r(_field(loaded, "schema"))
+        schema, source = _merge_schema(r_schema, spec.schema)
+        info = protocol.ModelInfo(
+            spec.name, spec.version, ok=True,
+            r_class=[str(c) for c in _field(loaded, "class")],
+            packages=[str(p) for p in _field(loaded, "packages")],
+            schema=schema, schema_source=source)
+        self.models[spec.name] = _Loaded(spec, loaded, schema, ri)
+        info.load_seconds = time.perf_counter() - started
+        return info
+
+    def _to_r_list(self, args: dict):
+        """predict_args from <name>.json (plain JSON scalars and lists) as an R list."""
+        ri = self.ri
+        values = []
+        for value in args.values():
+            values.append(_scalar_or_vector(ri, value))
+        lst = self._list(*values)
+        if args:
+            lst.names = ri.StrSexpVector(list(args))
+        return lst
+
+    # -- scoring ---------------------------------------------------------------------------
+    def score(self, name: str, parts: list) -> tuple[list, bool]:
+        """Score the parts, merged into one R call when there are several.
+
+        If the merged call fails, each part is scored alone so one bad request cannot fail its
+        neighbours. Returns (outputs, merged) with one Output or error dict per part.
+        """
+        model = self.models.get(name)
+        if model is None:
+            err = Unavailable(f"model '{name}' is not loaded in this worker", code="not_loaded").to_dict()
+            return [err] * len(parts), False
+        if len(parts) > 1:
+            out = self._score_columns(model, _concat(parts, model), sum(p.nrows for p in parts))
+            if isinstance(out, protocol.Output):
+                return _split(out, [p.nrows for p in parts]), True
+        return [self._score_columns(model, p.columns, p.nrows) for p in parts], False
+
+    def _score_columns(self, model: "_Loaded", columns: dict, nrows: int):
+        ri = self.ri
+        if model.columns:
+            names, r_names, r_levels, r_ordered = model.columns, model.r_names, model.r_levels, model.r_ordered
+        else:  # no schema: the request's own columns, types checked by the gateway
+            names = list(columns)
+            r_names = ri.StrSexpVector(names)
+            r_levels = ri.ListSexpVector([ri.NULL] * len(names))
+            r_ordered = ri.BoolSexpVector([False] * len(names))
+        vectors = [_to_r(ri, *columns[col]) for col in names]
+        out = self._run(model.loaded, ri.ListSexpVector(vectors), r_names, r_levels, r_ordered,
+                        ri.IntSexpVector([nrows]))
+        if not bool(out[0][0]):
+            return RError(f"R failed: {out[1][0]}").to_dict()
+        names = out[2]
+        return protocol.Output(str(out[1][0]), None if names.typeof == 0 else [str(n) for n in names],
+                               [_from_r(ri, v) for v in out[3]])
+
+    def heap(self) -> tuple[int, int]:
+        h = self._heap()
+        return int(h[0]), int(h[1])
+
+
+class _Loaded:
+    """A loaded model with its column order and R-side levels prepared once."""
+
+    def __init__(self, spec, loaded, schema, ri):
+        self.spec, self.loaded = spec, loaded
+        schema = schema or []
+        self.columns = [c["name"] for c in schema]
+        self.r_names = ri.StrSexpVector(self.columns)
+        self.r_levels = ri.ListSexpVector([
+            ri.StrSexpVector(c["levels"]) if c["type"] == "factor" else ri.NULL for c in schema])
+        self.r_ordered = ri.BoolSexpVector([bool(c.get("ordered")) for c in schema])
+
+
+def _field(vec, name: str):
+    """vec$name for a named R list (rinterface objects have no $)."""
+    names = vec.names
+    if names.typeof != 0:
+        for i, n in enumerate(names):
+            if n == name:
+                return vec[i]
+    return None
+
+
+# -- conversion helpers -----------------------------------------------------------------------
+def _to_r(ri, kind: str, buf):
+    if kind == "numeric":
+        return ri.FloatSexpVector.from_memoryview(memoryview(np.ascontiguousarray(buf, np.float64)))
+    if kind in ("integer", "factor"):
+        return ri.IntSexpVector.from_memoryview(memoryview(np.ascontiguousarray(buf, np.int32)))
+    if kind == "logical":
+        na = ri.NA_Logical
+        return ri.BoolSexpVector([na if v is None else v for v in buf])
+    if kind == "character":
+        na = ri.NA_Character
+        return ri.StrSexpVector([na if v is None else v for v in buf])
+    raise ValueError(f"unknown column type {kind}")
+
+
+def _copy_out(vec, dtype) -> np.ndarray:
+    """A copy of an R numeric vector's data.
+
+    Not vec.memoryview(): in rpy2 3.5.17 it drops a reference to Python's None on every call
+    (its C helper memoryview_swapstrides returns None without a new reference), so a worker
+    died with "Fatal Python error: none_dealloc" after some hundred thousand requests.
+    """
+    from rpy2.rinterface_lib import openrlib
+    ptr = vec._R_GET_PTR(vec.__sexp__._cdata)
+    return np.frombuffer(openrlib.ffi.buffer(ptr, np.dtype(dtype).itemsize * len(vec)), dtype=dtype).copy()
+
+
+def _from_r(ri, vec):
+    t = vec.typeof
+    if t == ri.RTYPES.REALSXP:
+        return _copy_out(vec, np.float64)
+    if t == ri.RTYPES.INTSXP:
+        arr = _copy_out(vec, np.int32)
+        if (arr == INT_NA).any():
+            return [None if v == INT_NA else int(v) for v in arr]
+        return arr
+    if t == ri.RTYPES.LGLSXP:
+        na = ri.NA_Logical
+        return [None if v is na else bool(v) for v in vec]
+    if t == ri.RTYPES.STRSXP:
+        na = ri.NA_Character
+        return [None if v is na else str(v) for v in vec]
+    raise ValueError(f"bridge_output gave an R vector of type {t}")
+
+
+def _scalar_or_vector(ri, value):
+    items = value if isinstance(value, list) else [value]
+    if all(isinstance(v, bool) for v in items):
+        return ri.BoolSexpVector(items)
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+        return ri.IntSexpVector(items)
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items):
+        return ri.FloatSexpVector([float(v) for v in items])
+    if all(isinstance(v, str) for v in items):
+        return ri.StrSexpVector(items)
+    raise ValueError(f"predict_args values must be numbers, strings or booleans (or lists of one kind): {value!r}")
+
+
+def _schema_from_r(r_schema) -> list | None:
+    if r_schema.typeof == 0:  # NILSXP: R does not know the columns
+        return None
+    columns = []
+    for col in r_schema:
+        levels = _field(col, "levels")
+        ordered = _field(col, "ordered")
+        columns.append({
+            "name": str(_field(col, "name")[0]),
+            "type": str(_field(col, "type")[0]),
+            "levels": None if levels is None or levels.typeof == 0 else [str(v) for v in levels],
+            "ordered": False if ordered is None or ordered.typeof == 0 else bool(ordered[0]),
+            "na": False,
+        })
+    return columns
+
+
+def _merge_schema(r_schema, json_schema):
+    """<name>.json's columns win over what R derived; R's levels fill in where JSON has none."""
+    if not json_schema:
+        return r_schema, ("r" if r_schema else "none")
+    from_r = {c["name"]: c for c in (r_schema or [])}
+    merged = []
+    for col in json_schema:
+        base = dict(from_r.get(col["name"], {}))
+        base.update({k: v for k, v in col.items() if v is not None})
+        base.setdefault("levels", None)
+        base.setdefault("na", False)
+        base.setdefault("ordered", False)
+        merged.append(base)
+    return merged, "json"
+
+
+def _concat(parts: list, model: _Loaded) -> dict:
+    out = {}
+    for name, (kind, _) in parts[0].columns.items():
+        bufs = [p.columns[name][1] for p in parts]
+        if kind in ("character", "logical"):
+            out[name] = (kind, [v for b in bufs for v in b])
+        else:
+            out[name] = (kind, np.concatenate(bufs))
+    return out
+
+
+def _split(output: protocol.Output, sizes: list) -> list:
+    outs, start = [], 0
+    for n in sizes:
+        outs.append(protocol.Output(output.kind, output.names, [v[start:start + n] for v in output.values]))
+        start += n
+    return outs
+
+
+def set_thread_env() -> None:
+    """One thread per R: the pool is the parallelism. Must run before R (and BLAS) start."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")

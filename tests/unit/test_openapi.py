@@ -1,0 +1,91 @@
+"""The OpenAPI document: built from model schemas (unit), served, valid, and true (real server, R).
+
+schemathesis runs against its own server: it sends wrong passwords to /login, and the sign-in
+throttle would then lock 127.0.0.1 out of the shared server for a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from openapi_spec_validator import validate
+
+from rbridge.gateway import openapi
+from rbridge.schema import example_rows
+from conftest import copy_models
+from serverproc import ADMIN, SCORER, Server
+
+CARS = {"name": "cars", "version": "abc123", "description": "mpg from weight", "state": "loaded",
+        "schema": {"columns": [
+            {"name": "wt", "type": "numeric", "levels": None, "na": False},
+            {"name": "cyl", "type": "factor", "levels": ["4", "6", "8"], "na": False},
+            {"name": "gear", "type": "factor", "levels": ["3", "4", "5"], "na": True, "ordered": True},
+            {"name": "n", "type": "integer", "levels": None, "na": True},
+            {"name": "am", "type": "logical", "levels": None, "na": False},
+            {"name": "note", "type": "character", "levels": None, "na": True}]}}
+LOOSE = {"name": "loose", "version": "1", "state": "loaded", "schema": {"columns": None}}
+
+
+# -- unit: the document from schemas --------------------------------------------------------------
+def test_spec_is_valid_openapi_3_1():
+    spec = openapi.build_spec([CARS, LOOSE], max_rows=500, default_model="cars",
+                              routes=["/login/refresh", "/logout", "/admin/reload"])
+    validate(spec)
+    assert spec["openapi"] == "3.1.0"
+    for path in ("/login", "/login/refresh", "/logout", "/models", "/models/{name}", "/healthz", "/readyz",
+                 "/status", "/metrics", "/openapi.json", "/models/{name}/openapi.json", "/admin/reload",
+                 "/models/cars/predict", "/models/loose/predict", "/predict"):
+        assert path in spec["paths"], path
+    validate(openapi.model_spec(CARS, max_rows=500))
+    validate(openapi.build_spec([], max_rows=500))
+
+
+def test_optional_endpoints_only_when_the_app_has_them():
+    paths = openapi.build_spec([CARS], routes=[])["paths"]
+    assert "/login/refresh" not in paths and "/admin/reload" not in paths and "/predict" not in paths
+
+
+def test_columns_become_typed_properties_with_enums_and_nulls():
+    schemas = openapi.build_spec([CARS])["components"]["schemas"]
+    props = schemas["cars.Row"]["properties"]
+    assert props["wt"] == {"type": "number"}
+    assert props["cyl"] == {"type": "string", "enum": ["4", "6", "8"]}
+    assert props["gear"]["enum"] == ["3", "4", "5", None] and props["gear"]["type"] == ["string", "null"]
+    assert props["n"]["type"] == ["integer", "null"] and props["n"]["maximum"] == 2147483647
+    assert props["am"] == {"type": "boolean"}
+    assert props["note"] == {"type": ["string", "null"]}
+    assert schemas["cars.Row"]["required"] == ["wt", "cyl", "gear", "n", "am", "note"]
+    columns = schemas["cars.Columns"]["properties"]["columns"]
+    assert columns["properties"]["cyl"]["items"]["enum"] == ["4", "6", "8"]
+    assert schemas["cars.Request"]["oneOf"] == [{"$ref": "#/components/schemas/cars.Rows"},
+                                                {"$ref": "#/components/schemas/cars.Columns"}]
+
+
+def test_predict_operation_has_examples_errors_and_security():
+    spec = openapi.build_spec([CARS], max_rows=500)
+    op = spec["paths"]["/models/cars/predict"]["post"]
+    examples = op["requestBody"]["content"]["application/json"]["examples"]
+    assert examples["rows"]["value"] == {"data": example_rows(CARS["schema"]["columns"], 2)}
+    assert examples["columns"]["value"]["columns"]["cyl"] == ["4", "4"]
+    assert op["requestBody"]["content"]["text/csv"]["example"].startswith("wt,cyl,gear,n,am,note\n")
+    assert set(op["responses"]) == {"200", "400", "401", "404", "413", "422", "429", "503", "504"}
+    assert spec["components"]["responses"]["InvalidInput"]["content"]["application/json"]["schema"] == \
+        {"$ref": "#/components/schemas/Error"}
+    assert set(spec["components"]["securitySchemes"]) == {"basicAuth", "bearerAuth", "apiKeyAuth"}
+    assert spec["components"]["securitySchemes"]["apiKeyAuth"]["name"] == "X-API-Key"
+    assert spec["paths"]["/login"]["post"]["security"] == []
+    assert spec["paths"]["/healthz"]["get"]["security"] == []
+
+
+def test_model_without_schema_takes_any_scalar_columns():
+    spec = openapi.build_spec([LOOSE])
+    row = spec["components"]["schemas"]["loose.Row"]
+    assert row["additionalProperties"]["type"] == ["number", "string", "boolean", "null"]
+    assert "examples" not in spec["paths"]["/models/loose/predict"]["post"]["requestBody"]["content"][
+        "application/json"]

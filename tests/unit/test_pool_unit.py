@@ -1,0 +1,119 @@
+"""Pool parts that need no R: the queue, batching, sizing from cores and memory."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from rbridge.pool import protocol
+
+from rbridge.pool import resources
+
+from rbridge import settings as settings_mod
+from rbridge.errors import Overloaded
+from rbridge.metrics import Metrics
+from rbridge.pool.jobs import Job, JobQueue
+from rbridge.pool.pool import Pool
+
+
+def job(model="m", rows=1, timeout=30):
+    return Job(model, protocol.Part("r", rows, {}), timeout)
+
+
+def test_queue_is_bounded_and_fifo():
+    q = JobQueue(2)
+    a, b = job(), job()
+    q.put(a)
+    q.put(b)
+    with pytest.raises(Overloaded) as err:
+        q.put(job())
+    assert err.value.status == 429 and err.value.headers["Retry-After"]
+    assert q.take(0) is a and q.take(0) is b and q.take(0) is None
+
+
+def test_take_more_merges_same_model_up_to_the_row_limit():
+    q = JobQueue(10)
+    jobs = [job("a", 3), job("b", 1), job("a", 3), job("a", 3), job("a", 1)]
+    for j in jobs:
+        q.put(j)
+    first = q.take(0)
+    assert first is jobs[0]
+    mates = q.take_more("a", 5, 0)          # 8 - 3 rows left: the next 3-row job and the 1-row one
+    assert mates == [jobs[2], jobs[4]]
+    assert q.take(0) is jobs[1] and q.take(0) is jobs[3]
+
+
+def test_take_more_waits_for_late_arrivals():
+    q = JobQueue(10)
+    late = job("a")
+    threading.Timer(0.05, q.put, args=(late,)).start()
+    t0 = time.monotonic()
+    assert q.take_more("a", 4, 0.5) == [late]
+    assert time.monotonic() - t0 < 0.5 + 0.2
+
+
+def test_take_only_models_the_worker_holds():
+    q = JobQueue(10)
+    a, b = job("a"), job("b")
+    q.put(a)
+    q.put(b)
+    assert q.take(0, frozenset({"b"})) is b
+    assert q.take(0, frozenset({"c"})) is None
+    assert q.take(0) is a
+
+
+def test_closed_queue_does_not_block():
+    q = JobQueue(1)
+    q.close()
+    t0 = time.monotonic()
+    assert q.take(5) is None and time.monotonic() - t0 < 0.5
+
+
+def make_pool(**cli):
+    return Pool(settings_mod.load({k: str(v) for k, v in cli.items()}, env={}), {}, Metrics())
+
+
+def test_workers_are_capped_by_cores_times_workers_per_core(monkeypatch):
+    monkeypatch.setattr(resources, "usable_cpus", lambda: (2, "cgroup CPU quota 2"))
+    n, why = make_pool(workers=5).effective_size()
+    assert n == 2 and "capped at 2" in why and "cgroup CPU quota" in why
+    n, _ = make_pool(workers=5, workers_per_core=3).effective_size()
+    assert n == 5
+
+
+def test_pool_starts_fewer_workers_when_memory_is_short(monkeypatch):
+    gib = 1 << 30
+    monkeypatch.setattr(resources, "peak_rss", lambda pid: 1 * gib)
+    monkeypatch.setattr(resources, "container_memory", lambda: {"limit": 3 * gib, "used": 0, "source": "cgroup v2"})
+    monkeypatch.setattr(resources, "process_memory", lambda pid, full=True: {"rss": 100 << 20})
+    fits, why = make_pool().memory_fit(1234)
+    assert fits == 2                               # (3 GiB * 0.9 - 100 MiB) // 1 GiB
+    assert "1024 MiB" in why and "cgroup v2" in why and "fits 2" in why
+
+
+def test_recycle_after_adds_jitter():
+    p = make_pool(max_requests=100, max_requests_jitter=10)
+    values = {p.recycle_after() for _ in range(200)}
+    assert min(values) >= 100 and max(values) <= 110 and len(values) > 1
+    assert make_pool().recycle_after() == 0
+
+
+def test_cgroup_v2_limits_are_read(tmp_path, monkeypatch):
+    (tmp_path / "memory.max").write_text("1073741824\n")
+    (tmp_path / "memory.current").write_text("104857600\n")
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    monkeypatch.setattr(resources, "CGROUP", tmp_path)
+    assert resources.container_memory() == {"limit": 1 << 30, "used": 100 << 20, "source": "cgroup v2"}
+    cores, why = resources.usable_cpus()
+    assert cores == 2 and "1.5" in why
+
+
+def test_retried_jobs_are_never_merged_into_a_batch():
+    q = JobQueue(10)
+    retried, fresh = job("a"), job("a")
+    retried.attempts = 1
+    q.put(retried)
+    q.put(fresh)
+    assert q.take_more("a", 10, 0) == [fresh]

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from rbridge.pool import protocol  # noqa: E402
-from rbridge.gateway.app import render  # noqa: E402
+from rbridge.gateway.views_predict import render  # noqa: E402
 from rbridge.schema import Schema  # noqa: E402
 
 BODY = orjson.dumps({"data": [{"wt": 2.5, "hp": 110, "cyl": "6"}]})

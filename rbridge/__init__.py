@@ -1,14 +1,18 @@
 """R Bridge: serve R models saved as .rds as a fast, secure, real-time REST service.
 
-The way of one POST /predict, file by file: settings.py (configuration) -> app.py (routes,
-auth, errors) -> validate.py (rows to typed columns) -> pool.py (slots that supervise workers;
-jobs.py is the queue, process.py a worker process) -> protocol.py (what crosses the process
-line) -> worker.py (the worker process) -> rsession.py (embedded R, conversion) -> r/*.R
-(loading, schema, scoring, output; r/worker.R is the one call per request).
-Beside the path: auth.py, users.py, keys.py, throttle.py (who may call), catalog.py and
-reload.py (the models folder), metrics.py, dashboard.py, openapi.py, logs.py, server.py and
-tls.py (running it), client.py (for callers). The gateway never imports rpy2; only worker.py
-and rsession.py do.
+The way of one POST /models/<name>/predict, file by file:
+    gateway/views_predict.py   the route: authenticate (gateway/auth.py), read the body, check the model
+    schema.py                  rows -> typed columns, every bad value a 422 naming column and row
+    pool/pool.py               Pool.predict queues a Job (pool/jobs.py) and waits for it
+    pool/slot.py               a slot's thread takes it (with same-model batch-mates) to its worker
+    pool/protocol.py           the typed messages that cross the process line (Score -> Scored)
+    worker/main.py             the worker process's loop
+    worker/rsession.py         embedded R: buffers -> data.frame -> the R code -> results
+    worker/r/*.R               loading, schema, scoring and output in R (worker.R: one call per request)
+Beside the path: gateway/ (sign-in, users, keys, throttle, OpenAPI, dashboard), models/ (the
+registry owns model state; catalog, reload, fetch), server/ (parts built in order, HTTP fronts,
+drain), settings.py, metrics.py, logs.py, cli.py, client.py. Only rbridge/worker imports rpy2,
+and nothing else imports rbridge.worker (tests/unit/test_layout.py).
 """
 
 __version__ = "0.1.0"

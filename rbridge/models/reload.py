@@ -9,9 +9,10 @@ A reload (a change seen by the watcher, or POST /admin/reload):
   1. a candidate worker loads the new set of models and warms each one up;
   2. a new or changed model that fails is rejected: R's message goes to the log and /models,
      and the previous version (if any) keeps serving;
-  3. the pool's generation moves on, and each slot is replaced in turn by a worker of the new
-     generation, started before the old one retires (Slot.successor); while they coexist, each
-     worker takes only requests for models it holds, so nothing fails across the swap.
+  3. the registry installs the new set (its generation moves on), and the pool replaces each
+     slot's worker in turn by one of the new generation, started before the old one retires
+     (Pool.roll_over); while they coexist, each worker takes only requests for models it
+     holds, so nothing fails across the swap.
 A removed model stops being served at once.
 
 Threading: one watcher thread; reloads are serialised by a lock (the watcher and the admin
@@ -21,14 +22,13 @@ endpoint may ask at the same time).
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
-from pathlib import Path
 
-from . import catalog
+from rbridge.models import catalog
+from rbridge.models.registry import Registry
 from rbridge.pool.pool import Pool
-from rbridge.pool.process import Process, await_ready
+from rbridge.pool.process import await_ready
 
 log = logging.getLogger("bridge.reload")
 
@@ -51,10 +51,9 @@ def fingerprint(models_dir) -> dict:
 
 
 class Reloader:
-    def __init__(self, pool: Pool, interval: float):
-        self.pool, self.interval = pool, interval
-        self.models_dir = pool.settings.models
-        self.rejected: dict[str, str] = {}       # model -> why its latest files were refused
+    def __init__(self, registry: Registry, pool: Pool, interval: float):
+        self.registry, self.pool, self.interval = registry, pool, interval
+        self.models_dir = registry.models_dir
         self._lock = threading.Lock()
         self._seen = fingerprint(self.models_dir)
         self._stopping = False
@@ -89,9 +88,9 @@ class Reloader:
         """Scan, load what changed into new workers, and roll them in. Returns a summary."""
         with self._lock:
             self._seen = fingerprint(self.models_dir)
-            pool = self.pool
-            old_entries = pool.entries
-            new_entries = catalog.scan(self.models_dir, pool.snapshots, previous=old_entries)
+            registry = self.registry
+            old_entries = registry.entries
+            new_entries = registry.scan()
             changed = sorted(n for n, e in new_entries.items()
                              if n not in old_entries or _spec_key(e) != _spec_key(old_entries[n]))
             removed = sorted(set(old_entries) - set(new_entries))
@@ -99,17 +98,20 @@ class Reloader:
                 return {"changed": [], "removed": [], "rejected": {}, "reason": reason}
             log.info("reload (%s): changed %s, removed %s", reason, changed or "none", removed or "none")
             entries, ready = self._load_candidate(old_entries, new_entries, changed)
-            rejected = {n: self.rejected[n] for n in changed if n in self.rejected}
-            self._install(entries, ready)
+            rejected = {n: registry.rejected[n] for n in changed if n in registry.rejected}
+            generation = registry.install(entries, ready.ready.models)
+            self.pool.roll_over(ready)
+            log.info("reload done: generation %s serving", generation,
+                     extra={"fields": {"event": "reload", "generation": generation}})
             return {"changed": [n for n in changed if n not in rejected], "removed": removed,
-                    "rejected": rejected, "reason": reason, "generation": pool.generation}
+                    "rejected": rejected, "reason": reason, "generation": generation}
 
     def _load_candidate(self, old_entries, new_entries, changed):
         """Start a worker with the new models; fall back to old versions of those that fail."""
         entries = dict(new_entries)
         while True:
             specs = [e.spec for e in entries.values() if e.spec is not None]
-            proc = Process(0, self.pool.settings, specs, self.pool.generation + 1)
+            proc = self.pool.new_process(0, specs, self.registry.generation + 1)
             error = await_ready(proc)
             if error is not None:
                 proc.kill()
@@ -119,7 +121,7 @@ class Reloader:
             fallback = False
             for name in failed:
                 why = entries[name].error if entries[name].spec is None else infos[name].error
-                self.rejected[name] = why
+                self.registry.reject(name, why)
                 log.error("reload: model %s rejected, %s: %s", name,
                           "previous version keeps serving" if name in old_entries else "not served", why)
                 if name in old_entries and old_entries[name].spec is not None \
@@ -128,41 +130,11 @@ class Reloader:
                     fallback = True
             for name in changed:
                 if name not in failed:
-                    self.rejected.pop(name, None)
+                    self.registry.accept(name)
             if not fallback:
                 return entries, proc
             proc.close()             # load again with the previous versions in place
             changed = [n for n in changed if n not in failed]
-
-    def _install(self, entries: dict, ready_proc: Process) -> None:
-        pool = self.pool
-        old_entries = pool.entries
-        with pool._lock:
-            pool.generation += 1
-            pool.entries = entries
-            pool.specs = [e.spec for e in entries.values() if e.spec is not None]
-            pool.infos = {}
-        pool._record_infos(ready_proc)
-        slots = list(pool.slots)
-        if not slots:
-            ready_proc.close()
-            return
-        for i, slot in enumerate(slots):
-            proc = ready_proc if i == 0 else pool.new_process(slot.index)
-            while slot.successor is not None:      # a recycle already under way: let it finish
-                time.sleep(0.05)
-            slot.successor = proc
-            deadline = time.monotonic() + 180
-            while slot.successor is not None and time.monotonic() < deadline and not pool.stopping:
-                time.sleep(0.02)
-        in_use = {id(e) for e in entries.values()}
-        for old in old_entries.values():   # the replaced versions' copies are no longer loaded
-            if id(old) not in in_use and old.spec is not None and pool.snapshots is not None:
-                folder = Path(old.spec.rds).parent
-                if pool.snapshots in folder.parents:
-                    shutil.rmtree(folder, ignore_errors=True)
-        log.info("reload done: generation %s serving", pool.generation,
-                 extra={"fields": {"event": "reload", "generation": pool.generation}})
 
 
 def _spec_key(entry) -> tuple:

@@ -45,6 +45,7 @@ class JobQueue:
         self.size = size
         self._jobs: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
+        self._wakes = 0
         self.closed = False
 
     def __len__(self):
@@ -62,13 +63,14 @@ class JobQueue:
         """The oldest job for one of `models` (None: any), waiting up to `timeout` s."""
         deadline = time.monotonic() + timeout
         with self._cond:
+            wakes = self._wakes
             while True:
                 for job in self._jobs:
                     if models is None or job.model in models:
                         self._jobs.remove(job)
                         return job
                 remaining = deadline - time.monotonic()
-                if self.closed or remaining <= 0:
+                if self.closed or remaining <= 0 or self._wakes != wakes:
                     return None
                 self._cond.wait(remaining)
 
@@ -95,6 +97,12 @@ class JobQueue:
                 return True
             except ValueError:
                 return False
+
+    def wake(self) -> None:
+        """Return every waiting `take` now with None (a slot has been asked to do something)."""
+        with self._cond:
+            self._wakes += 1
+            self._cond.notify_all()
 
     def close(self) -> None:
         """Wake every waiting slot and stop waits from blocking (the pool is stopping)."""

@@ -7,17 +7,17 @@ waitress has no TLS, so this path uses gunicorn (a `BaseApplication` configured 
 argv, a config file or GUNICORN_CMD_ARGS) with exactly one gateway process: the gateway holds
 per-process state (the R pool, the HTTP Basic cache, the throttle, token revocations, metrics),
 so a second process would split it. Its gthread worker has as many threads as waitress would
-(server.http_threads). Behind an ingress or load balancer that terminates TLS, use plain
+(lifecycle.http_threads). Behind an ingress or load balancer that terminates TLS, use plain
 `rbridge serve` instead.
 
 Lifecycle of the two processes:
-    master  `build()` runs here, before the fork: users file, signing keys, catalogue, app, and an
+    master  `build()` runs here, before the fork: users file, signing keys, registry, app, and an
             unstarted pool, so configuration errors show at once and nothing is forked twice. It
             starts no threads (a fork copies only the thread that forks). SIGTTIN is ignored: one
             gateway process only. gunicorn's control socket is off.
     worker  forked once. `post_worker_init` starts the R pool (its workers are spawned processes,
             children of this one) and the metrics port, and wraps gunicorn's SIGTERM handler: the
-            wrapper records the drain (pool.draining, so /readyz answers 503 at once) and hands
+            wrapper records the drain (pool.drain(), so /readyz answers 503 at once) and hands
             over to gunicorn, which stops accepting and lets in-flight requests finish within
             --graceful-timeout. `worker_exit` then stops the pool. Should the worker die, the
             master forks a new one from the same unstarted state; the old R workers exit when
@@ -37,7 +37,6 @@ import os
 import signal
 import ssl
 import threading
-import time
 
 import gunicorn.http.wsgi
 from gunicorn import glogging
@@ -45,6 +44,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from rbridge.errors import ConfigError
+from rbridge.server import lifecycle
 
 log = logging.getLogger("bridge.tls")
 
@@ -108,9 +108,10 @@ class _Arbiter(Arbiter):
 class GatewayServer(BaseApplication):
     """gunicorn, configured in code for the one gateway process."""
 
-    def __init__(self, settings, app, pool, threads: int):
-        self.settings, self.app, self.pool, self.threads = settings, app, pool, threads
-        self.tls = TlsContext(settings.certfile, settings.keyfile) if settings.certfile else None
+    def __init__(self, service, threads: int):
+        self.service, self.threads = service, threads
+        self.settings, self.app, self.pool = service.settings, service.app, service.pool
+        self.tls = TlsContext(self.settings.certfile, self.settings.keyfile) if self.settings.certfile else None
         super().__init__(prog="rbridge")
 
     def load_config(self):
@@ -148,41 +149,36 @@ class GatewayServer(BaseApplication):
         return self.tls.get()
 
     def _post_worker_init(self, worker):
-        from rbridge.server import _start_pool
         pool, previous = self.pool, signal.getsignal(signal.SIGTERM)
 
         def on_term(signum, frame):        # record only; gunicorn's handler does the rest
-            pool.draining = True
+            pool.drain()
             previous(signum, frame)
 
         signal.signal(signal.SIGTERM, on_term)
         signal.siginterrupt(signal.SIGTERM, False)
-        if self.settings.metrics_port:
-            from prometheus_client import start_http_server
-            start_http_server(self.settings.metrics_port, addr=self.settings.host, registry=pool.metrics.registry)
-        if pool.failed_reason is None:
-            threading.Thread(target=_start_pool, args=(pool, time.monotonic()), name="pool-start",
-                             daemon=True).start()
+        lifecycle.start_background(self.service)
         log.info("gateway process %s serving %s://%s:%s (%s threads); models: %s", os.getpid(),
-                 "https" if self.tls else "http", self.settings.host, self.settings.port, self.threads, ", ".join(sorted(pool.entries)) or "none")
+                 "https" if self.tls else "http", self.settings.host, self.settings.port, self.threads,
+                 ", ".join(self.service.registry.names()) or "none")
 
     def _worker_int(self, worker):
-        self.pool.draining = True
+        self.pool.drain()
 
     def _worker_exit(self, server, worker):
         log.info("gateway process %s exiting: stopping the R workers", os.getpid())
-        self.pool.draining = True
+        self.pool.drain()
         self.pool.stop(timeout=5)
 
 
-def serve_tls(settings, app, pool) -> int:
-    """Run HTTPS until SIGTERM (drain) or SIGINT (quick stop); returns the exit code."""
-    from rbridge.server import http_threads
+def serve(service) -> int:
+    """Run HTTP(S) until SIGTERM (drain) or SIGINT (quick stop); returns the exit code."""
+    settings = service.settings
     try:
         if settings.certfile:
             TlsContext(settings.certfile, settings.keyfile).build()
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the TLS certificate {settings.certfile} with key "
                           f"{settings.keyfile}: {exc}") from None
-    GatewayServer(settings, app, pool, http_threads(settings)).run()   # exits through SystemExit
+    GatewayServer(service, lifecycle.http_threads(settings)).run()   # exits through SystemExit
     return 0

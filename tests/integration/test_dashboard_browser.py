@@ -13,8 +13,6 @@ import time
 import pytest
 import requests
 
-from rbridge.gateway import dashboard
-from rbridge.metrics import Metrics
 from serverproc import ADMIN, ROOT, SCORER
 
 CHROMIUM = "/usr/bin/chromium"

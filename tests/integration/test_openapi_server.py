@@ -16,8 +16,6 @@ import pytest
 import requests
 from openapi_spec_validator import validate
 
-from rbridge.gateway import openapi
-from rbridge.schema import example_rows
 from conftest import copy_models
 from serverproc import ADMIN, SCORER, Server
 

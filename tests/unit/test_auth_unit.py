@@ -281,7 +281,7 @@ def test_redact_scrubs_credentials():
 
 
 def test_json_depth():
-    from rbridge.gateway.app import json_depth
+    from rbridge.gateway.bodies import json_depth
     assert json_depth(b'{"data": [{"a": 1}]}') == 3
     assert json_depth(b'{"a": "[[[[{{{{"}') == 1
     assert json_depth(b'{"a": "\\\\", "b": [[[1]]]}') == 4

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
-import time
-import types
 
 import pytest
 
 from rbridge.gateway import csvbody
-from rbridge.client import BridgeClientError, Client, to_body
+from rbridge.client import to_body
 from rbridge.errors import BadRequest
-from conftest import copy_models
-from serverproc import ADMIN, ROOT, SCORER, Server
 
 CARS_ROWS = [{"wt": 2.62, "hp": 110, "cyl": "6"}, {"wt": 3.215, "hp": 245, "cyl": "8"}]
 CARS_SCHEMA = [{"name": "wt", "type": "numeric"}, {"name": "hp", "type": "numeric"},

@@ -6,16 +6,12 @@ there is no internet to download a browser build). Screenshots go to tests/.arti
 
 from __future__ import annotations
 
-import os
-import threading
-import time
 
 import pytest
-import requests
 
 from rbridge.gateway import dashboard
 from rbridge.metrics import Metrics
-from serverproc import ADMIN, ROOT, SCORER
+from serverproc import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",

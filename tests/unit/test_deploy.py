@@ -268,6 +268,7 @@ def test_ports_and_probes_match_the_server(name, tmp_root):
     from unittest import mock
     from rbridge import settings
     from rbridge.gateway.app import create_app
+    from rbridge.models.registry import Registry
 
     objs = docs(name, tmp_root)
     spec, container = _pod(objs)
@@ -277,7 +278,8 @@ def test_ports_and_probes_match_the_server(name, tmp_root):
     assert re.search(r"^EXPOSE 8000\s*$", _dockerfile(), re.M)
     assert ports["metrics"] == int(_env(container)["RBRIDGE_METRICS_PORT"])
 
-    app = create_app(settings.load(env={}), mock.MagicMock(entries={}), mock.MagicMock())
+    s = settings.load(env={})
+    app = create_app(s, Registry(s, entries={}), mock.MagicMock(), mock.MagicMock())
     routes = {r.rule for r in app.url_map.iter_rules()}
     expected = {"readinessProbe": "/readyz", "livenessProbe": "/healthz", "startupProbe": "/healthz"}
     for probe, path in expected.items():

@@ -3,71 +3,13 @@
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from rbridge.pool import protocol
-
-from rbridge import settings as settings_mod
-from rbridge.gateway.app import create_app
-from rbridge.gateway.auth import Authenticator
-from rbridge.models.catalog import Entry
 from rbridge.errors import Overloaded, RError
-from rbridge.metrics import Metrics
-from rbridge.gateway.users import UserStore
-from serverproc import ADMIN, SCORER, make_users
-
-CARS = [{"name": "wt", "type": "numeric", "levels": None, "na": False},
-        {"name": "cyl", "type": "factor", "levels": ["4", "6", "8"], "na": False},
-        {"name": "note", "type": "character", "levels": None, "na": True},
-        {"name": "n", "type": "integer", "levels": None, "na": False},
-        {"name": "flag", "type": "logical", "levels": None, "na": False}]
-
-
-class FakeJob:
-    def __init__(self, output, version="v1", slot=0):
-        self.output, self.version, self.slot = output, version, slot
-
-
-class FakePool:
-    """Scores by doubling `wt` (or raising what it is told to); records what it was sent."""
-
-    def __init__(self, models=("cars",)):
-        self.metrics = Metrics()
-        self.entries = {m: Entry(m, protocol.ModelSpec(m, f"/x/{m}.rds", None, "v1", "0" * 64, {}, None))
-                        for m in models}
-        self.infos = {m: protocol.ModelInfo(m, "v1", ok=True, r_class=["lm"], schema=CARS) for m in models}
-        self.sent = []
-        self.raise_error = None
-
-    def predict(self, model, part, timeout):
-        self.sent.append((model, part))
-        if self.raise_error:
-            raise self.raise_error
-        return FakeJob(protocol.Output("vector", None, [part.columns["wt"][1] * 2]))
-
-    def timeout_for(self, model):
-        return 30.0
-
-    def ready(self):
-        return True, "ready"
-
-    def status(self):
-        return {"workers": [], "queue_depth": 0, "queue_size": 1, "effective_size": 0, "size_reason": "",
-                "container_memory": {"limit": 1, "used": 0, "source": "machine"}}
-
-
-@pytest.fixture
-def app_pool(tmp_path):
-    s = settings_mod.load({"users": str(tmp_path / "users.json"), "max_rows": "100"}, env={})
-    make_users(s.users)
-    pool = FakePool()
-    app = create_app(s, pool, Authenticator(UserStore(s.users), [b"k" * 32], 3600))
-    return app.test_client(), pool
-
+from conftest import gateway_app
+from serverproc import ADMIN, SCORER
 
 def basic(user):
     return {"Authorization": "Basic " + base64.b64encode(f"{user[0]}:{user[1]}".encode()).decode()}
@@ -203,8 +145,6 @@ def test_login_token_works_and_scorer_cannot_see_status(app_pool):
 
 
 def test_default_model_is_404_with_several_models(tmp_path):
-    s = settings_mod.load({"users": str(tmp_path / "users.json")}, env={})
-    make_users(s.users)
-    app = create_app(s, FakePool(("a", "b")), Authenticator(UserStore(s.users), [b"k" * 32], 3600))
+    app, _ = gateway_app(tmp_path, models=("a", "b"))
     r = app.test_client().post("/predict", json={"data": [ROW]}, headers=basic(SCORER))
     assert r.status_code == 404 and "/models/<name>/predict" in r.json["error"]["message"]

@@ -6,20 +6,11 @@ throttle would then lock 127.0.0.1 out of the shared server for a minute.
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
-import pytest
-import requests
 from openapi_spec_validator import validate
 
 from rbridge.gateway import openapi
 from rbridge.schema import example_rows
-from conftest import copy_models
-from serverproc import ADMIN, SCORER, Server
 
 CARS = {"name": "cars", "version": "abc123", "description": "mpg from weight", "state": "loaded",
         "schema": {"columns": [

@@ -15,6 +15,7 @@ from rbridge import settings as settings_mod
 from rbridge.errors import Overloaded
 from rbridge.metrics import Metrics
 from rbridge.pool.jobs import Job, JobQueue
+from rbridge.models.registry import Registry
 from rbridge.pool.pool import Pool
 
 
@@ -64,6 +65,16 @@ def test_take_only_models_the_worker_holds():
     assert q.take(0) is a
 
 
+def test_wake_returns_a_waiting_take_at_once():
+    """A slot asked to do something (a hand-over) must not sleep through its STATS_INTERVAL wait."""
+    q = JobQueue(1)
+    threading.Timer(0.1, q.wake).start()
+    t0 = time.monotonic()
+    assert q.take(5) is None and time.monotonic() - t0 < 1.0
+    q.put(Job("m", protocol.Part("r", 1, {}), 5))        # a wake counts once: the next take gets the job
+    assert q.take(5) is not None
+
+
 def test_closed_queue_does_not_block():
     q = JobQueue(1)
     q.close()
@@ -72,7 +83,8 @@ def test_closed_queue_does_not_block():
 
 
 def make_pool(**cli):
-    return Pool(settings_mod.load({k: str(v) for k, v in cli.items()}, env={}), {}, Metrics())
+    s = settings_mod.load({k: str(v) for k, v in cli.items()}, env={})
+    return Pool(s, Registry(s, entries={}), Metrics())
 
 
 def test_workers_are_capped_by_cores_times_workers_per_core(monkeypatch):

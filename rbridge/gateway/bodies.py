@@ -1,0 +1,72 @@
+"""Request bodies: size-capped reading, JSON with a nesting cap, parsed with orjson."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+from flask import Request, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from rbridge.errors import BadRequest
+
+MAX_JSON_DEPTH = 6       # {"data": [{col: value}]} is 3 levels; a row value may nest 3 more
+
+
+class LimitedRequest(Request):
+    """A chunked body (no Content-Length) that reaches --max-body is refused with 413.
+
+    werkzeug stops reading such a body at MAX_CONTENT_LENGTH but returns what it read, cut
+    short, without an error; waitress de-chunks bodies itself, gunicorn does not.
+    """
+
+    def get_data(self, *args, **kwargs):
+        data = super().get_data(*args, **kwargs)
+        limit = self.max_content_length
+        if limit is not None and self.content_length is None and len(data) >= limit:
+            raise RequestEntityTooLarge()
+        return data
+
+
+def json_body():
+    """The request's JSON body (400 when missing, malformed or nested too deep)."""
+    return parse_json(request.get_data(cache=False))
+
+
+def parse_json(data: bytes):
+    if not data:
+        raise BadRequest("the request has no body; send JSON")
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise BadRequest(f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels; row values are "
+                         "numbers, strings, booleans or null", code="too_deep")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+_NOT_MARKS = bytes(range(256)).translate(None, b'"[]{}')
+_STEP = np.zeros(256, np.int32)
+_STEP[[ord("["), ord("{")]], _STEP[[ord("]"), ord("}")]] = 1, -1
+
+
+def json_depth(data: bytes) -> int:
+    """How deep a JSON text nests, without parsing it (brackets inside strings do not count).
+
+    Costs about 3 µs for a small body and 10 ms a megabyte; orjson alone would accept 1024 levels.
+    """
+    if b"\\" in data:   # drop escaped backslashes and quotes, so that every '"' left is real
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    marks = data.translate(None, _NOT_MARKS)
+    if len(marks) < 256:
+        depth = deepest = 0
+        inside = False
+        for c in marks:
+            if c == 34:
+                inside = not inside
+            elif not inside:
+                depth += 1 if c in (91, 123) else -1
+                deepest = max(deepest, depth)
+        return deepest
+    a = np.frombuffer(marks, np.uint8)
+    outside = (np.cumsum(a == 34, dtype=np.int32) & 1) == 0
+    return int(np.cumsum(_STEP[a] * outside).max())

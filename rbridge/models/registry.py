@@ -1,0 +1,171 @@
+"""The registry: the one owner of the served models' state.
+
+What it holds: the catalogue entries (what the models folder says: files, versions, per-model
+settings), the generation (bumped by each reload that installs a new set), what the current
+generation's workers reported for each model (`ModelInfo`: loaded or failed, class, schema),
+when each version was first loaded, and why a reload refused a model's newer files.
+
+Built once by the server, before anything else that needs it, and handed to the pool (which
+records what its workers report), the reloader (which installs new sets) and the app (which
+reads and describes). Nothing else writes model state.
+
+Threading: slot threads call `record`, the reloader thread `install`/`reject`/`accept`, HTTP
+threads read. Writes hold one lock; the dicts readers see are replaced whole on `install`, so
+a reader never sees half of a set.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from rbridge.models import catalog
+from rbridge.models.catalog import Entry
+from rbridge.pool.protocol import ModelInfo, ModelSpec
+from rbridge.schema import Schema
+
+
+class Registry:
+    def __init__(self, settings, snapshots: Path | None = None, entries: dict[str, Entry] | None = None):
+        """`entries` default to a scan of settings.models (copied to `snapshots`, see catalog.scan)."""
+        self.models_dir = settings.models
+        self.snapshots = snapshots
+        self._timeout, self._default_name = settings.timeout, settings.default_model
+        self._batch = (settings.max_batch_rows, settings.max_batch_wait_ms)
+        self.entries: dict[str, Entry] = catalog.scan(self.models_dir, snapshots) if entries is None else entries
+        self.generation = 0
+        self.infos: dict[str, ModelInfo] = {}
+        self.loaded_at: dict[str, float] = {}
+        self.rejected: dict[str, str] = {}        # model -> why its latest files were refused
+        self.start_failures: frozenset[str] = frozenset()
+        self._schemas: dict[tuple, Schema] = {}
+        self._lock = threading.Lock()
+
+    # -- reading -----------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+    def specs(self) -> list[ModelSpec]:
+        return [e.spec for e in self.entries.values() if e.spec is not None]
+
+    def info(self, name: str) -> ModelInfo | None:
+        return self.infos.get(name)
+
+    @property
+    def default(self) -> str | None:
+        """The model POST /predict scores: --default-model, or the only one served."""
+        if self._default_name:
+            return self._default_name
+        return next(iter(self.entries)) if len(self.entries) == 1 else None
+
+    def schema(self, info: ModelInfo) -> Schema:
+        key = (info.name, info.version)
+        schema = self._schemas.get(key)
+        if schema is None:
+            schema = self._schemas[key] = Schema(info.schema)
+        return schema
+
+    def timeout_for(self, name: str) -> float:
+        entry = self.entries.get(name)
+        return float(entry.timeout) if entry and entry.timeout else self._timeout
+
+    def batch_limits(self, name: str) -> tuple[int, float]:
+        entry = self.entries.get(name)
+        rows = entry.batch_max_rows if entry and entry.batch_max_rows is not None else self._batch[0]
+        wait = entry.batch_max_wait_ms if entry and entry.batch_max_wait_ms is not None else self._batch[1]
+        return int(rows), float(wait)
+
+    def failed_at_start(self) -> list[str]:
+        """Models that failed when the pool started and still do (a failed reload keeps the old one)."""
+        return sorted(n for n in self.start_failures if n in self.entries and not self._ok(n))
+
+    def _ok(self, name: str) -> bool:
+        info = self.infos.get(name)
+        return self.entries[name].spec is not None and info is not None and info.ok
+
+    def describe(self, name: str, full: bool = False) -> dict:
+        """A model as GET /models and GET /models/<name> show it."""
+        entry, info = self.entries[name], self.infos.get(name)
+        if entry.spec is None:
+            state, error = "failed", entry.error
+        elif info is None:
+            state, error = "loading", None
+        else:
+            state, error = ("loaded", None) if info.ok else ("failed", info.error)
+        out = {"name": name, "version": entry.spec.version if entry.spec else None, "state": state,
+               "error": error, "r_class": info.r_class if info else None}
+        if name in self.rejected:
+            out["reload_error"] = self.rejected[name]   # newer files refused; this version serves
+        if full:
+            spec = entry.spec
+            out.update({
+                "description": entry.description, "sha256": spec.sha256 if spec else None,
+                "size": entry.size, "packages": info.packages if info else None,
+                "scoring": f"score() in {name}.R" if spec and spec.script else "default",
+                "predict_args": spec.predict_args if spec else None,
+                "timeout": self.timeout_for(name),
+                "load_seconds": round(info.load_seconds, 3) if info else None,
+                "loaded_at": _iso(self.loaded_at.get(name)),
+                "schema": {"columns": info.schema if info else None,
+                           "source": info.schema_source if info else None}})
+        return out
+
+    # -- writing -----------------------------------------------------------------------------
+    def record(self, generation: int, models: list[ModelInfo]) -> None:
+        """What a worker of `generation` reported at Ready; reports of older generations are ignored."""
+        with self._lock:
+            if generation != self.generation:
+                return
+            for info in models:
+                if info.name not in self.infos or self.infos[info.name].version != info.version:
+                    self.loaded_at[info.name] = time.time()
+                self.infos[info.name] = info
+
+    def mark_started(self) -> None:
+        """The first worker is ready: remember which models failed at start (readiness says so)."""
+        with self._lock:
+            self.start_failures = frozenset(n for n in self.entries if not self._ok(n))
+
+    def scan(self) -> dict[str, Entry]:
+        """The models folder now; unchanged models keep their entries (and snapshots)."""
+        return catalog.scan(self.models_dir, self.snapshots, previous=self.entries)
+
+    def install(self, entries: dict[str, Entry], models: list[ModelInfo]) -> int:
+        """Serve a new set of models from now on, as a worker that loaded them reported them
+        (`models`); returns the new generation. Readers see the old set or the new, never none."""
+        now = time.time()
+        with self._lock:
+            old, old_infos = self.entries, self.infos
+            self.generation += 1
+            self.entries = entries
+            self.infos = {m.name: m for m in models}
+            for m in models:
+                if m.name not in old_infos or old_infos[m.name].version != m.version:
+                    self.loaded_at[m.name] = now
+        self._prune(old, entries)
+        return self.generation
+
+    def reject(self, name: str, why: str) -> None:
+        with self._lock:
+            self.rejected[name] = why
+
+    def accept(self, name: str) -> None:
+        with self._lock:
+            self.rejected.pop(name, None)
+
+    def _prune(self, old: dict[str, Entry], new: dict[str, Entry]) -> None:
+        """Drop snapshot copies of versions no longer served (workers that load them have retired)."""
+        if self.snapshots is None:
+            return
+        in_use = {id(e) for e in new.values()}
+        for entry in old.values():
+            if id(entry) not in in_use and entry.spec is not None:
+                folder = Path(entry.spec.rds).parent
+                if self.snapshots in folder.parents:
+                    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -1,0 +1,93 @@
+"""What every HTTP front shares (gateway process): counting requests in flight, starting the
+pool in the background, waiting for a signal, and the drain's wait for quiet.
+
+Signals: handlers only record the signal on a queue; the main thread acts on it (drain:
+/readyz turns 503, in-flight requests finish within --graceful-timeout, workers stop, exit 0),
+so Kubernetes rolling updates lose no request.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+
+from prometheus_client import start_http_server
+
+log = logging.getLogger("bridge.server")
+
+
+class InFlight:
+    """WSGI middleware counting requests being handled, so a drain knows when it is done."""
+
+    def __init__(self, app):
+        self.app, self.count, self._lock = app, 0, threading.Lock()
+
+    def __call__(self, environ, start_response):
+        with self._lock:
+            self.count += 1
+        try:
+            return list(self.app(environ, start_response))
+        finally:
+            with self._lock:
+                self.count -= 1
+
+
+def http_threads(settings) -> int:
+    """HTTP threads: one per request that may be queued or scored at once, plus a few."""
+    return settings.threads or min(settings.queue_size + settings.workers + 8, 512)
+
+
+def start_background(service) -> None:
+    """The metrics port (if any) now; the pool and then the reloader in a thread of their own,
+    so the front listens at once (/healthz answers, /readyz says "starting")."""
+    settings, pool = service.settings, service.pool
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.host, registry=pool.metrics.registry)
+    if pool.failed_reason is None:
+        threading.Thread(target=_start_pool, args=(service, time.monotonic()), name="pool-start",
+                         daemon=True).start()
+
+
+def _start_pool(service, started: float) -> None:
+    try:
+        service.pool.start()
+    except Exception as exc:  # recorded in pool.failed_reason: /readyz shows it
+        log.error("the pool could not start: %s", exc)
+        return
+    log.info("pool started in %.2f s", time.monotonic() - started)
+    service.reloader.start()
+
+
+def record_signals(*signums) -> queue.Queue:
+    signals: queue.Queue = queue.Queue()
+    for sig in signums:
+        signal.signal(sig, lambda signum, frame: signals.put(signum))
+    return signals
+
+
+def wait_for_signal(signals: queue.Queue) -> int:
+    """Block until a handler records a signal. The wait has a timeout because the kernel may
+    deliver the signal to another thread, and Python runs handlers only when the main thread
+    runs bytecode: an untimed wait could sleep through SIGTERM."""
+    while True:
+        try:
+            return signals.get(timeout=0.1)
+        except queue.Empty:
+            continue
+
+
+def wait_until_quiet(busy, deadline: float, quiet: float = 0.2) -> bool:
+    """Wait until `busy()` has been false for `quiet` seconds; False if the deadline came first."""
+    quiet_since = None
+    while time.monotonic() < deadline:
+        if busy():
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet:
+            return True
+        time.sleep(0.02)
+    return False

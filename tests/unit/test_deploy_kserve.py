@@ -195,11 +195,14 @@ def test_inference_service_gets_this_runtime(tmp_root):
     isvc = one(objs, "InferenceService")
     model = isvc["spec"]["predictor"]["model"]
     assert isvc["metadata"]["namespace"] == runtime["metadata"]["namespace"]
-    # KServe picks a runtime by format (autoSelect) and protocol, or by name if one is given.
-    formats = [f for f in runtime["spec"]["supportedModelFormats"]
-               if f["name"] == model["modelFormat"]["name"]]
-    assert formats and (formats[0].get("autoSelect") or model.get("runtime") == runtime["metadata"]["name"])
-    assert model.get("runtime", runtime["metadata"]["name"]) == runtime["metadata"]["name"]
+    # KServe takes the runtime named in model.runtime, or else picks one that supports the
+    # format with autoSelect and the protocol.
+    formats = {f["name"]: f for f in runtime["spec"]["supportedModelFormats"]}
+    assert model["modelFormat"]["name"] in formats
+    if "runtime" in model:
+        assert model["runtime"] == runtime["metadata"]["name"]
+    else:
+        assert formats[model["modelFormat"]["name"]]["autoSelect"] is True
     assert model["protocolVersion"] in runtime["spec"]["protocolVersions"]
     assert re.match(r"(pvc|gs|s3|https|hf|oci)://[^/]+/", model["storageUri"])
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] in ("Standard", "RawDeployment")
@@ -221,7 +224,10 @@ def test_inference_service_pod_settings(tmp_root):
     with pytest.raises(settings.ConfigError, match="RBRIDGE_PREDICTOR"):
         settings.load(cli={}, env=links)
     _, container = _runtime(objs)
-    assert predictor["terminationGracePeriodSeconds"] > float(container_env(container)["RBRIDGE_GRACEFUL_TIMEOUT"])
+    drain = float(container_env(container)["RBRIDGE_GRACEFUL_TIMEOUT"])
+    pre_stop = predictor["model"]["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    assert predictor["terminationGracePeriodSeconds"] > float(pre_stop[1]) + drain
     assert predictor["minReplicas"] >= 2, "the PodDisruptionBudget lets one pod go at a time"
 
 

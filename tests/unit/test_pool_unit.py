@@ -129,3 +129,23 @@ def test_retried_jobs_are_never_merged_into_a_batch():
     q.put(retried)
     q.put(fresh)
     assert q.take_more("a", 10, 0) == [fresh]
+
+
+def test_queue_depth_metric_counts_waiting_jobs():
+    """rbridge_queue_depth, which components/keda scales on, is the pool's queue length at
+    scrape time; rbridge_pool_size its worker slots."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape(metrics) -> dict[str, float]:
+        return {s.name: s.value for f in text_string_to_metric_families(metrics.render().decode())
+                for s in f.samples if s.name in ("rbridge_queue_depth", "rbridge_pool_size")}
+
+    metrics = Metrics()
+    pool = Pool(settings_mod.load({"queue_size": "8"}, env={}), {}, metrics)
+    metrics.attach(pool)
+    assert scrape(metrics) == {"rbridge_queue_depth": 0, "rbridge_pool_size": 0}
+    for _ in range(3):
+        pool.queue.put(job())
+    assert scrape(metrics)["rbridge_queue_depth"] == 3
+    assert pool.queue.take(0) is not None
+    assert scrape(metrics)["rbridge_queue_depth"] == 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import logging.handlers
+import os
 import queue
 import sys
 import threading
@@ -128,3 +129,17 @@ def setup_logging(fmt: str = "auto", worker=None, level=logging.INFO, stream=Non
     root.setLevel(level)
     for noisy in ("waitress.queue", "urllib3", "rpy2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _writer_in_child() -> None:
+    """A forked child (the gateway process under granian or gunicorn) has no writer thread: give
+    it a queue and a writer of its own (the parent's queue may have been locked at the fork)."""
+    for front in logging.getLogger().handlers:
+        if isinstance(front, _Enqueue):
+            front.queue = queue.SimpleQueue()
+            front.writer = _Writer(front.queue, front.writer.handler)
+            front.writer.start()
+            atexit.register(front.writer.stop)
+
+
+os.register_at_fork(after_in_child=_writer_in_child)

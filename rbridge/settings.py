@@ -76,7 +76,7 @@ FIELDS = [
     Field("max_body", parse_size, 10 << 20, "largest request body in bytes (413 above)"),
     Field("max_rows", int, 100_000, "most rows in one request (413 above)"),
     Field("graceful_timeout", float, 30.0, "seconds to finish in-flight requests on SIGTERM"),
-    Field("http_server", str, "auto", "waitress or gunicorn (auto: waitress, gunicorn for --certfile)"),
+    Field("http_server", str, "auto", "granian, waitress or gunicorn (auto: granian, for HTTP and HTTPS)"),
     Field("threads", int, 0, "HTTP server threads (0: sized from workers and queue)"),
     Field("metrics_port", int, None, "serve /metrics without auth on this port too (in-cluster scraping)"),
     Field("max_worker_memory", parse_size, None, "recycle a worker after its request when its memory passes this"),
@@ -253,9 +253,10 @@ def _validate(s: Settings) -> Settings:
     need(s.refresh_token_ttl >= 60, "refresh-token-ttl must be at least 60 seconds")
     need(s.log_format in ("auto", "json", "text"), f"log-format must be auto, json or text, not {s.log_format!r}")
     need((s.certfile is None) == (s.keyfile is None), "--certfile and --keyfile go together: give both or neither")
-    need(s.http_server in ("auto", "waitress", "gunicorn"), "http-server must be auto, waitress or gunicorn")
-    need(not (s.certfile and s.http_server == "waitress"), "waitress has no TLS: use --http-server gunicorn "
-         "(or auto) with --certfile")
+    need(s.http_server in ("auto", "granian", "waitress", "gunicorn"),
+         "http-server must be auto, granian, waitress or gunicorn")
+    need(not (s.certfile and s.http_server == "waitress"), "waitress has no TLS: use --http-server granian "
+         "(or auto, or gunicorn) with --certfile")
     need(s.metrics_port is None or (1 <= s.metrics_port <= 65535 and s.metrics_port != s.port),
          "metrics-port must be a free port other than --port")
     need(s.default_model is None or bool(NAME_RE.match(s.default_model)),

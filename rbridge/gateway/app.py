@@ -13,39 +13,34 @@ metrics) and the error handlers: every error is rendered as {"error": {"code", "
 
 from __future__ import annotations
 
-import itertools
 import logging
 import re
-import time
-import uuid
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from rbridge.errors import BridgeError, TooLarge
-from rbridge.gateway import dashboard, throttle, views_models, views_ops, views_predict, views_signin
+from rbridge.gateway import access, dashboard, throttle, views_models, views_ops, views_predict, views_signin
+from rbridge.gateway.access import HSTS, SECURITY_HEADERS, Call
 from rbridge.gateway.auth import Authenticator
 from rbridge.gateway.bodies import LimitedRequest
 from rbridge.gateway.context import Parts, json_response
+from rbridge.gateway.fastpath import FastPath
 
 log = logging.getLogger("bridge.access")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-PROBES = ("/healthz", "/readyz")
-_ID_PREFIX, _ID_COUNTER = uuid.uuid4().hex[:12], itertools.count(1)   # unique ids without a syscall each
-SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
-                    "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
-                    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'"}
-HSTS = "max-age=31536000"                # only on responses served over HTTPS
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-API-Key, X-Request-ID"
 CORS_EXPOSE_HEADERS = "X-Request-ID, X-Model-Version, Retry-After"
 
 
-def create_app(settings, registry, pool, authenticator: Authenticator, reloader=None) -> Flask:
+def create_app(settings, registry, pool, authenticator: Authenticator, reloader=None,
+               fast_path: bool = True) -> Flask:
+    """`fast_path`: scoring requests are answered by FastPath in front of Flask (same contract;
+    the gateway tests run both ways)."""
     app = Flask("rbridge", static_folder=None)   # rbridge/gateway/static is served by views_ops
     app.request_class = LimitedRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     cors_origins = frozenset(settings.cors_origins)
-    app.extensions["rbridge"] = Parts(
+    app.extensions["rbridge"] = parts = Parts(
         settings=settings, registry=registry, pool=pool, auth=authenticator, reloader=reloader,
         board=dashboard.Board(pool, pool.metrics),
         trusted_proxies=throttle.parse_networks(settings.trusted_proxies), cors_origins=cors_origins)
@@ -70,15 +65,12 @@ def create_app(settings, registry, pool, authenticator: Authenticator, reloader=
 
     @app.before_request
     def start_request():
-        g.started = time.perf_counter()
-        rid = request.headers.get("X-Request-ID", "")
-        g.request_id = rid if _REQUEST_ID.match(rid) else f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
-        g.user = g.model = g.version = g.worker = None
-        g.rows = 0
+        g.call = Call(request.headers.get("X-Request-ID"))
 
     @app.after_request
     def finish_request(response: Response):
-        response.headers["X-Request-ID"] = g.get("request_id", "")
+        call = g.call if "call" in g else Call(None)     # a 404 before any hook ran
+        response.headers["X-Request-ID"] = call.request_id
         for k, v in SECURITY_HEADERS.items():
             response.headers.setdefault(k, v)
         if request.scheme == "https":
@@ -93,20 +85,12 @@ def create_app(settings, registry, pool, authenticator: Authenticator, reloader=
                 response.headers["Access-Control-Max-Age"] = "600"
         if cors_origins:
             response.vary.add("Origin")
-        seconds = time.perf_counter() - g.get("started", time.perf_counter())
-        if g.get("model"):
-            metrics.request(g.model, response.status_code, seconds, g.rows)
-        if request.path not in PROBES:    # one line per request; probes would drown the log
-            log.info("%s %s %s", request.method, request.path, response.status_code, extra={"fields": {
-                "request_id": g.get("request_id"), "user": g.get("user"), "model": g.get("model"),
-                "version": g.get("version"), "rows": g.get("rows", 0), "status": response.status_code,
-                "latency_ms": round(seconds * 1000, 3), "worker": g.get("worker")}})
+        access.finish(metrics, call, request.method, request.path, response.status_code)
         return response
 
     @app.errorhandler(BridgeError)
     def bridge_error(exc: BridgeError):
-        return json_response({"error": {"code": exc.code, "message": exc.message, **exc.details}},
-                             exc.status, exc.headers)
+        return json_response(access.error_body(exc), exc.status, exc.headers)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -120,10 +104,10 @@ def create_app(settings, registry, pool, authenticator: Authenticator, reloader=
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         log.exception("internal error on %s %s", request.method, request.path)
-        return json_response({"error": {"code": "internal_error",
-                                        "message": "the bridge failed; the server log has the details "
-                                                   f"(request id {g.get('request_id')})"}}, 500)
+        return json_response(access.internal_error_body(g.call if "call" in g else Call(None)), 500)
 
     for module in (views_ops, views_signin, views_models, views_predict):
         app.register_blueprint(module.bp)
+    if fast_path and not cors_origins:    # with CORS on, every request takes Flask's way
+        app.wsgi_app = FastPath(app.wsgi_app, parts)
     return app

@@ -1,8 +1,8 @@
 """What every view uses: the app's parts, who is calling, and JSON responses.
 
 `Parts` is built once by `create_app` from what the server (or a test) injected and stored on
-the Flask app; views reach it with `parts()`. Per request, `flask.g` carries the request id,
-the user, the model, version, worker and rows for the access log (app.py's hooks).
+the Flask app; views reach it with `parts()`. Per request, `flask.g.call` is the request's
+`access.Call` (request id, user, model, version, worker, rows for the access log).
 """
 
 from __future__ import annotations
@@ -46,13 +46,21 @@ def client() -> str:
                                    parts().trusted_proxies)
 
 
-def caller(role: str = "scorer"):
-    """The authenticated user, who must hold `role` (401/403 otherwise)."""
-    u = parts().auth.authenticate(request.headers.get("Authorization"), request.headers.get("X-API-Key"),
-                                  client())
+def authenticate(p: Parts, call, authorization: str | None, api_key: str | None, remote_addr: str | None,
+                 forwarded_for: str | None, role: str = "scorer"):
+    """The user behind the credentials, who must hold `role` (401/403 otherwise); both paths."""
+    address = throttle.client_address(remote_addr, forwarded_for, p.trusted_proxies)
+    u = p.auth.authenticate(authorization, api_key, address)
     require_role(u, role)
-    g.user = u.name
+    call.user = u.name
     return u
+
+
+def caller(role: str = "scorer"):
+    """The authenticated user of this Flask request, who must hold `role`."""
+    h = request.headers
+    return authenticate(parts(), g.call, h.get("Authorization"), h.get("X-API-Key"), request.remote_addr,
+                        h.get("X-Forwarded-For"), role)
 
 
 def unknown_model(name: str) -> NotFound:

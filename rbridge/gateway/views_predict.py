@@ -3,6 +3,7 @@
 The way of one request: authenticate -> the model must be loaded -> body (JSON or CSV) ->
 Schema.encode (rbridge/schema.py: rows to typed columns, 422s) -> pool.predict (queue, worker,
 R; rbridge/pool/) -> render the worker's output -> JSON with the version in X-Model-Version.
+`score` is that way for either path: the Flask views below, and fastpath.py in front of Flask.
 """
 
 from __future__ import annotations
@@ -11,44 +12,55 @@ from flask import Blueprint, g, request
 
 from rbridge.errors import NotFound, Unavailable
 from rbridge.gateway import csvbody
-from rbridge.gateway.bodies import json_body
+from rbridge.gateway.bodies import parse_json
 from rbridge.gateway.context import caller, json_response, parts, unknown_model
 from rbridge.pool import protocol
 
 bp = Blueprint("predict", __name__)
 
 
-@bp.post("/predict")
-def predict_default():
-    default = parts().registry.default
-    if default is None:
-        caller()
+def default_model(p) -> str:
+    """The model POST /predict scores, or a 404 saying what to call instead."""
+    if p.registry.default is None:
         raise NotFound("several models are served and none is the default: use "
                        "POST /models/<name>/predict (GET /models lists them)", code="no_default_model")
-    return predict(default)
+    return p.registry.default
+
+
+def score(p, call, name: str, data: bytes, mimetype: str, charset: str | None) -> tuple[dict, dict]:
+    """Score an authenticated request's body with model `name`: (response body, headers)."""
+    registry = p.registry
+    info = registry.info(name)
+    call.model = name if name in registry.entries else None
+    if info is None or not info.ok:
+        raise unknown_model(name) if name not in registry.entries else Unavailable(
+            f"model '{name}' is not loaded: {registry.describe(name)['error'] or 'still loading'}",
+            code="model_not_loaded")
+    body = csvbody.parse(data, info.schema, charset) if mimetype == "text/csv" else parse_json(data)
+    columns, nrows = registry.schema(info).encode(body, p.settings.max_rows)
+    call.rows = nrows
+    job = p.pool.predict(name, protocol.Part(call.request_id, nrows, columns), registry.timeout_for(name))
+    call.version, call.worker = job.version, job.slot
+    return ({"model": name, "version": job.version, "predictions": render(job.output)},
+            {"X-Model-Version": job.version or ""})
+
+
+@bp.post("/predict")
+def predict_default():
+    caller()
+    return _scored(default_model(parts()))
 
 
 @bp.post("/models/<name>/predict")
 def predict(name: str):
     caller()
-    p = parts()
-    registry = p.registry
-    info = registry.info(name)
-    g.model = name if name in registry.entries else None
-    if info is None or not info.ok:
-        raise unknown_model(name) if name not in registry.entries else Unavailable(
-            f"model '{name}' is not loaded: {registry.describe(name)['error'] or 'still loading'}",
-            code="model_not_loaded")
-    if request.mimetype == "text/csv":
-        body = csvbody.parse(request.get_data(cache=False), info.schema, request.mimetype_params.get("charset"))
-    else:
-        body = json_body()
-    columns, nrows = registry.schema(info).encode(body, p.settings.max_rows)
-    g.rows = nrows
-    job = p.pool.predict(name, protocol.Part(g.request_id, nrows, columns), registry.timeout_for(name))
-    g.version, g.worker = job.version, job.slot
-    return json_response({"model": name, "version": job.version, "predictions": render(job.output)},
-                         headers={"X-Model-Version": job.version or ""})
+    return _scored(name)
+
+
+def _scored(name: str):
+    body, headers = score(parts(), g.call, name, request.get_data(cache=False), request.mimetype,
+                          request.mimetype_params.get("charset"))
+    return json_response(body, headers=headers)
 
 
 def render(output: protocol.Output):

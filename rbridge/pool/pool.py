@@ -98,7 +98,7 @@ class Pool:
         for slot in self.slots:
             slot.thread.join(max(0.1, deadline - time.monotonic()))
         for slot in self.slots:
-            for proc in (slot.proc, slot.successor):
+            for proc in (slot.proc, slot.successor, slot.starting):
                 if proc and proc.popen.poll() is None:
                     proc.kill()
         while True:   # anything still queued will not be scored now

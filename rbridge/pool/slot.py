@@ -41,6 +41,7 @@ class Slot:
         self.pool, self.index = pool, index
         self._first = first
         self.proc: Process | None = None
+        self.starting: Process | None = None
         self.successor: Process | None = None
         self.state = "starting"
         self.current: list[Job] = []
@@ -108,7 +109,10 @@ class Slot:
         """Start a process and wait for it to load every model; False if it failed."""
         self.state = "starting"
         proc, self._first = self._first or self.pool.new_process(self.index), None
-        if proc.ready is None and not self._await_ready(proc):
+        self.starting = proc             # Pool.stop kills it if the pool stops meanwhile
+        ready = proc.ready is not None or self._await_ready(proc)
+        self.starting = None
+        if not ready:
             return False
         self.proc = proc
         self.state = "idle"

@@ -3,8 +3,9 @@ Runs in the gateway process; may import every gateway-side package (gateway, poo
 
     parts.py           build(settings): users, signing keys, registry, pool, reloader, app (in that order)
     lifecycle.py       what every front shares: in-flight count, pool start, signals, drain
-    front_waitress.py  the default front (plain HTTP)
-    front_gunicorn.py  HTTPS (--certfile) or --http-server gunicorn
+    front_granian.py   the default front (HTTP/1.1, HTTP/2, TLS in Rust): --http-server granian or auto
+    front_waitress.py  --http-server waitress (plain HTTP; kept for comparison)
+    front_gunicorn.py  --http-server gunicorn (HTTP or HTTPS; kept for comparison)
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ def serve(settings) -> int:
     setup_logging(settings.log_format)
     install_log_redaction()
     service = build(settings)
-    if settings.certfile or settings.http_server == "gunicorn":   # one gunicorn gateway process
+    if settings.http_server == "gunicorn":
         from rbridge.server import front_gunicorn
         return front_gunicorn.serve(service)
-    from rbridge.server import front_waitress
-    return front_waitress.serve(service)
+    if settings.http_server == "waitress":
+        from rbridge.server import front_waitress
+        return front_waitress.serve(service)
+    from rbridge.server import front_granian           # auto: granian, for HTTP and HTTPS
+    return front_granian.serve(service)

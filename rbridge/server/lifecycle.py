@@ -20,16 +20,26 @@ log = logging.getLogger("bridge.server")
 
 
 class InFlight:
-    """WSGI middleware counting requests being handled, so a drain knows when it is done."""
+    """WSGI middleware counting requests being handled, so a drain knows when it is done.
 
-    def __init__(self, app):
-        self.app, self.count, self._lock = app, 0, threading.Lock()
+    `headers` are added to every response (granian's own Server banner is replaced by ours);
+    while `closing()` is true (a drain), every response also asks the client to close the
+    connection, so keep-alive clients move to another replica.
+    """
+
+    def __init__(self, app, closing=lambda: False, headers: tuple = ()):
+        self.app, self.closing, self.headers = app, closing, list(headers)
+        self.count, self._lock = 0, threading.Lock()
 
     def __call__(self, environ, start_response):
         with self._lock:
             self.count += 1
         try:
-            return list(self.app(environ, start_response))
+            extra = self.headers + [("Connection", "close")] if self.closing() else self.headers
+            if not extra:
+                return list(self.app(environ, start_response))
+            return list(self.app(environ, lambda status, headers, exc_info=None: start_response(
+                status, headers + extra, exc_info)))
         finally:
             with self._lock:
                 self.count -= 1

@@ -57,16 +57,18 @@ def fake_registry(settings, models=("cars",), schema=CARS) -> Registry:
     return registry
 
 
-def gateway_app(tmp_path, models=("cars",), **overrides):
+def gateway_app(tmp_path, models=("cars",), fast_path=True, **overrides):
     """(app, fake pool) with the test users, the given models and settings overrides."""
     s = settings_mod.load({"users": str(tmp_path / "users.json"), **overrides}, env={})
     make_users(s.users)
     pool = FakePool()
-    app = create_app(s, fake_registry(s, models), pool, Authenticator(UserStore(s.users), [b"k" * 32], 3600))
+    app = create_app(s, fake_registry(s, models), pool, Authenticator(UserStore(s.users), [b"k" * 32], 3600),
+                     fast_path=fast_path)
     return app, pool
 
 
-@pytest.fixture
-def app_pool(tmp_path):
-    app, pool = gateway_app(tmp_path, max_rows="100")
+@pytest.fixture(params=[True, False], ids=["fast-path", "flask"])
+def app_pool(tmp_path, request):
+    """The gateway with scoring answered by the fast path, and by Flask: one contract, both ways."""
+    app, pool = gateway_app(tmp_path, fast_path=request.param, max_rows="100")
     return app.test_client(), pool

@@ -5,12 +5,17 @@
     .venv/bin/python bench/run.py --smoke    # the whole harness end to end in about 10 seconds (CI)
 
 For every model it starts, on 127.0.0.1 and free ports chosen now:
-  rbridge        `rbridge serve --models <dir> --workers 2` (auth: a bearer token from /login, or HTTP Basic)
-  plumber-1      bench/plumber/plumber.R in one R process (Debian's r-cran-plumber)
-  plumber-nginx  the same API in N=2 R processes behind nginx (bench/nginx.conf.template)
+  rbridge           `rbridge serve --models <dir> --workers 2`: the default front, granian (auth: a bearer
+                    token from /login, an API key, or HTTP Basic)
+  rbridge-waitress  the same with --http-server waitress (the front before granian), as a peer
+  rbridge-https     the default front over TLS (a self-signed certificate made here), for the https scenario
+  plumber-1         bench/plumber/plumber.R in one R process (Debian's r-cran-plumber)
+  plumber-nginx     the same API in N=2 R processes behind nginx (bench/nginx.conf.template)
 checks that every server's predictions equal R's own predict() for each payload (computed by
 bench/train_models.R), then loads each with wrk (bench/wrk_post.lua), bounded in time, repeating the rounds
-(A, B, C, A, B, C, ...) and reporting medians of requests/s, p50 and p99 and ratios against both plumbers.
+(A, B, C, A, B, C, ...) and reporting medians of requests/s, p50 and p99 and ratios against both plumbers and the waitress front,
+and for rbridge servers the gateway's own CPU time per request (its processes' user + system time over
+the run, R workers left out, divided by the requests answered).
 It also measures the R-only floor (bench/floor.R). Results: a table on stdout, JSON in bench/results/<timestamp>.json
 and a markdown table in bench/results/latest.md. See bench/README.md.
 """
@@ -28,6 +33,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -40,9 +46,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psutil
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-SERVERS = ("rbridge", "plumber-1", "plumber-nginx")
+SERVERS = ("rbridge", "rbridge-waitress", "rbridge-https", "plumber-1", "plumber-nginx")
+DEFAULT_SERVERS = ("rbridge", "rbridge-waitress", "plumber-1", "plumber-nginx")   # rbridge-https: when asked
 MODEL_NAMES = {"lm": "bench_lm", "rf": "bench_rf", "ranger": "bench_ranger"}
 REL_TOL = 1e-9
 
@@ -171,11 +180,14 @@ def free_port() -> int:
     raise BenchError("no free port on 127.0.0.1")
 
 
+_NO_VERIFY = ssl._create_unverified_context()      # rbridge-https's certificate is self-signed
+
+
 def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None,
          timeout: float = 5.0) -> tuple[int, bytes]:
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=_NO_VERIFY) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
@@ -211,6 +223,25 @@ class Server:
     user: str = ""                 # rbridge only: the bench user, for /login or HTTP Basic
     password: str = ""
     port: int = 0
+    api_key_file: Path | None = None
+
+    def is_rbridge(self) -> bool:
+        return self.name.startswith("rbridge")
+
+    def gateway_cpu_seconds(self) -> float:
+        """User + system CPU of the server's own processes (main and gateway), R workers left out."""
+        total = 0.0
+        for p in self.procs:
+            try:
+                root = psutil.Process(p.pid)
+                for proc in [root] + root.children(recursive=True):
+                    if any("rbridge.worker" in part for part in proc.cmdline()):
+                        continue
+                    t = proc.cpu_times()
+                    total += t.user + t.system
+            except psutil.Error:
+                continue
+        return total
 
     def failed(self) -> str | None:
         for p, lg in zip(self.procs, self.logs):
@@ -229,7 +260,7 @@ def rbridge_argv() -> list[str]:
     if exe.exists():
         return [str(exe)]
     found = shutil.which("rbridge")
-    return [found] if found else [sys.executable, "-m", "bridge"]
+    return [found] if found else [sys.executable, "-m", "rbridge"]
 
 
 def clean_env(**extra: str) -> dict:
@@ -238,7 +269,8 @@ def clean_env(**extra: str) -> dict:
     return env
 
 
-def start_rbridge(models_dir: Path, model: str, tmp: Path, workers: int) -> Server:
+def start_rbridge(models_dir: Path, model: str, tmp: Path, workers: int, name: str = "rbridge") -> Server:
+    """`name`: rbridge (granian), rbridge-waitress, or rbridge-https (granian with TLS)."""
     user, password = "bench", secrets.token_urlsafe(18)
     users = tmp / "users.json"
     if not users.exists():
@@ -248,7 +280,6 @@ def start_rbridge(models_dir: Path, model: str, tmp: Path, workers: int) -> Serv
         (tmp / "bench-password").write_text(password)
     password = (tmp / "bench-password").read_text()
     port = free_port()
-    lg = tmp / f"rbridge-{model}.log"
     key = tmp / "signing.key"
     if not key.exists():
         key.write_text(secrets.token_hex(32))
@@ -256,18 +287,43 @@ def start_rbridge(models_dir: Path, model: str, tmp: Path, workers: int) -> Serv
     argv = rbridge_argv() + ["serve", "--models", str(models_dir), "--workers", str(workers), "--host", "127.0.0.1",
                              "--port", str(port), "--users", str(users), "--token-ttl", "86400",
                              "--signing-key-file", str(key), "--log-format", "text"]
-    s = Server("rbridge", f"http://127.0.0.1:{port}/models/{MODEL_NAMES[model]}/predict",
-               f"http://127.0.0.1:{port}/readyz", logs=[lg])
+    scheme = "http"
+    if name == "rbridge-waitress":
+        argv += ["--http-server", "waitress"]
+    elif name == "rbridge-https":
+        scheme = "https"
+        argv += ["--certfile", str(self_signed(tmp, "cert.pem")), "--keyfile", str(tmp / "key.pem")]
+    lg = tmp / f"{name}-{model}.log"
+    s = Server(name, f"{scheme}://127.0.0.1:{port}/models/{MODEL_NAMES[model]}/predict",
+               f"{scheme}://127.0.0.1:{port}/readyz", logs=[lg])
     s.started = time.monotonic()
-    s.procs.append(CHILDREN.start("rbridge", argv, lg, env=clean_env(PYTHONUNBUFFERED="1"), cwd=REPO))
+    s.procs.append(CHILDREN.start(name, argv, lg, env=clean_env(PYTHONUNBUFFERED="1"), cwd=REPO))
     s.user, s.password, s.port = user, password, port
+    s.api_key_file = tmp / "bench-api-key"
     return s
+
+
+def self_signed(tmp: Path, name: str) -> Path:
+    cert = tmp / name
+    if not cert.exists():
+        run_checked(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                     "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(tmp / "key.pem"),
+                     "-out", str(cert)], "openssl req", timeout=60)
+    return cert
 
 
 def rbridge_auth(s: Server, mode: str) -> str:
     if mode == "basic":
         return "Basic " + base64.b64encode(f"{s.user}:{s.password}".encode()).decode()
-    code, body = http("POST", f"http://127.0.0.1:{s.port}/login",
+    if mode == "apikey":
+        if not s.api_key_file.exists():
+            cp = run_checked(rbridge_argv() + ["key", "create", s.user, "--name", "bench", "--users",
+                                               str(s.api_key_file.parent / "users.json")],
+                             "rbridge key create", timeout=60, env=clean_env(), cwd=REPO)
+            s.api_key_file.write_text(cp.stdout.decode().strip())
+        return "Bearer " + s.api_key_file.read_text()
+    scheme = s.url.split(":", 1)[0]
+    code, body = http("POST", f"{scheme}://127.0.0.1:{s.port}/login",
                       json.dumps({"username": s.user, "password": s.password}).encode(),
                       {"Content-Type": "application/json"}, timeout=30)
     if code != 200:
@@ -414,6 +470,10 @@ class Scenario:
     duration: float
     auth: str | None = None      # rbridge's auth for this scenario (None: the run's --auth)
     note: str = ""
+    only: tuple = ()             # the servers that run it (empty: every server but rbridge-https)
+
+    def runs_on(self, server: str) -> bool:
+        return server in self.only if self.only else server != "rbridge-https"
 
     @property
     def payload(self) -> str:
@@ -471,8 +531,13 @@ def scenarios_full(d: float) -> list[Scenario]:
                 for ka in (True, False):
                     out.append(Scenario(f"{model} {rows}row c{c} {'keepalive' if ka else 'close'}",
                                         model, rows, c, ka, d))
-    out.append(Scenario("lm 1row c32 keepalive basic-auth", "lm", 1, 32, True, d, auth="basic",
-                        note="rbridge with HTTP Basic on every request (plumbers unchanged)"))
+    rb = ("rbridge", "rbridge-waitress")
+    out.append(Scenario("lm 1row c32 keepalive basic-auth", "lm", 1, 32, True, d, auth="basic", only=rb,
+                        note="rbridge with HTTP Basic on every request"))
+    out.append(Scenario("lm 1row c32 keepalive api-key", "lm", 1, 32, True, d, auth="apikey", only=rb,
+                        note="rbridge with an API key on every request"))
+    out.append(Scenario("lm 1row c32 keepalive https", "lm", 1, 32, True, d, only=("rbridge-https",),
+                        note="the default front over TLS (compare with lm 1row c32 keepalive on rbridge)"))
     out.append(Scenario("lm 1000row c8 keepalive", "lm", 1000, 8, True, d))
     out.append(Scenario("ranger 1row c8 keepalive", "ranger", 1, 8, True, max(4 * d, 2.0),
                         note="500 trees, 50k x 20 training rows"))
@@ -598,13 +663,15 @@ def summarise(sc_results: list[dict], servers: list[str]) -> None:
                 "errors": sum(x["error_count"] for x in runs),
                 "requests": sum(x["requests"] for x in runs),
                 "reps": len(runs),
+                "gateway_cpu_us": median_or_none([x.get("gateway_cpu_us") for x in runs]),
             }
         r["median"] = med
-        rb = med.get("rbridge", {})
+        rb = med.get("rbridge", med.get("rbridge-https", {}))
         r["ratios"] = {
             "rps_vs_plumber_1": ratio(rb.get("rps"), med.get("plumber-1", {}).get("rps")),
             "rps_vs_plumber_nginx": ratio(rb.get("rps"), med.get("plumber-nginx", {}).get("rps")),
             "p99_vs_plumber_nginx": ratio(rb.get("p99_ms"), med.get("plumber-nginx", {}).get("p99_ms")),
+            "rps_vs_waitress": ratio(rb.get("rps"), med.get("rbridge-waitress", {}).get("rps")),
         }
 
 
@@ -615,14 +682,32 @@ def goals(sc_results: list[dict]) -> list[dict]:
     def med(name, server, key):
         return by.get(name, {}).get("median", {}).get(server, {}).get(key)
 
-    for m in ("lm", "rf"):
+    for m, want in (("lm", 4), ("rf", 15)):
         n = f"{m} 1row c32 keepalive"
         if n in by:
             q = by[n]["ratios"]["rps_vs_plumber_nginx"]
             p_rb, p_ng = med(n, "rbridge", "p99_ms"), med(n, "plumber-nginx", "p99_ms")
-            out.append({"goal": f"{n}: >= 4x plumber-nginx requests/s, lower p99",
+            out.append({"goal": f"{n}: >= {want}x plumber-nginx requests/s, lower p99",
                         "value": f"{fmt(q, 2)}x; p99 {fmt(p_rb)} vs {fmt(p_ng)} ms",
-                        "met": None if q is None or p_rb is None or p_ng is None else bool(q >= 4 and p_rb < p_ng)})
+                        "met": None if q is None or p_rb is None or p_ng is None else bool(q >= want and p_rb < p_ng)})
+    n = "lm 1row c32 keepalive"
+    if n in by:
+        q = by[n]["ratios"]["rps_vs_waitress"]
+        out.append({"goal": f"{n}: >= 2.5x the waitress front's requests/s", "value": f"{fmt(q, 2)}x",
+                    "met": None if q is None else bool(q >= 2.5)})
+        cpu = med(n, "rbridge", "gateway_cpu_us")
+        out.append({"goal": f"{n}: gateway CPU per request under 150 us", "value": f"{fmt(cpu, 1)} us",
+                    "met": None if cpu is None else bool(cpu < 150)})
+        base = med(n, "rbridge", "rps")
+        for other, key, within in (("lm 1row c32 keepalive https", "rbridge-https", 0.25),
+                                   ("lm 1row c32 keepalive basic-auth", "rbridge", 0.10),
+                                   ("lm 1row c32 keepalive api-key", "rbridge", 0.10)):
+            got = med(other, key, "rps")
+            q = ratio(got, base)
+            if other in by:
+                out.append({"goal": f"{other}: within {int(within * 100)}% of {n} (bearer, HTTP)",
+                            "value": f"{fmt(got)} vs {fmt(base)} req/s ({fmt(q, 2)}x)",
+                            "met": None if q is None else bool(q >= 1 - within)})
     for r in sc_results:
         if r["concurrency"] == 1 and r["floor_ms"] is not None and "rbridge" in r["median"]:
             p50 = r["median"]["rbridge"]["p50_ms"]
@@ -638,8 +723,8 @@ def goals(sc_results: list[dict]) -> list[dict]:
     n = "ranger 1row c8 keepalive"
     if n in by:
         q = by[n]["ratios"]["rps_vs_plumber_nginx"]
-        out.append({"goal": f"{n}: >= 4x plumber-nginx requests/s", "value": f"{fmt(q, 2)}x",
-                    "met": None if q is None else bool(q >= 4)})
+        out.append({"goal": f"{n}: >= 4.5x plumber-nginx requests/s", "value": f"{fmt(q, 2)}x",
+                    "met": None if q is None else bool(q >= 4.5)})
     return out
 
 
@@ -653,6 +738,9 @@ def table_rows(res: dict) -> tuple[list[str], list[list[str]]]:
             head.append("x plumber-1")
         if "plumber-nginx" in servers:
             head.append("x plumber-nginx")
+        if "rbridge-waitress" in servers:
+            head.append("x waitress")
+        head.append("gateway us/req")
     rows = []
     for r in res["scenarios"]:
         row = [r["name"], fmt(r["floor_ms"], 2)]
@@ -668,6 +756,10 @@ def table_rows(res: dict) -> tuple[list[str], list[list[str]]]:
                 row.append(fmt(r["ratios"]["rps_vs_plumber_1"], 2))
             if "plumber-nginx" in servers:
                 row.append(fmt(r["ratios"]["rps_vs_plumber_nginx"], 2))
+            if "rbridge-waitress" in servers:
+                row.append(fmt(r["ratios"]["rps_vs_waitress"], 2))
+            rb = r["median"].get("rbridge") or r["median"].get("rbridge-https") or {}
+            row.append(fmt(rb.get("gateway_cpu_us"), 0))
         rows.append(row)
     return head, rows
 
@@ -705,15 +797,16 @@ def markdown(res: dict) -> str:
                f"rbridge: {cfg['rbridge_workers']} workers, auth {cfg['auth']}; plumber-nginx: "
                f"{cfg['plumber_procs']} plumber processes behind nginx (upstream keepalive "
                f"{cfg['nginx_upstream_keepalive'] or 'off'}). Floor: the same request parsed, predicted and "
-               f"serialised inside one R process (median). `x plumber-1` and `x plumber-nginx`: rbridge's "
-               f"requests/s divided by theirs. `!`: some requests failed.")
+               f"serialised inside one R process (median). `x plumber-1`, `x plumber-nginx` and `x waitress`: "
+               f"rbridge's requests/s (granian front) divided by theirs. `gateway us/req`: CPU time of rbridge's "
+               f"own processes (not its R workers) per request. `!`: some requests failed.")
     out.append("")
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
     for r in rows:
         out.append("| " + " | ".join(r) + " |")
     if res.get("goals"):
-        out += ["", "Goals (issue 5):", ""]
+        out += ["", "Goals (the performance issue):", ""]
         for g in res["goals"]:
             mark = {True: "met", False: "**missed**", None: "n/a"}[g["met"]]
             out.append(f"- {mark}: {g['goal']}: {g['value']}")
@@ -736,8 +829,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, help="seconds per wrk run (default 5; smoke 1)")
     ap.add_argument("--reps", type=int, help="interleaved repetitions (default 3; smoke 1)")
     ap.add_argument("--only", help="regular expression: run only the scenarios whose name matches")
-    ap.add_argument("--servers", default=",".join(SERVERS), help="comma list out of " + ", ".join(SERVERS))
-    ap.add_argument("--auth", choices=("bearer", "basic"), default="bearer", help="rbridge auth (default bearer)")
+    ap.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
+                    help="comma list out of " + ", ".join(SERVERS) + " (default: all but rbridge-https, which "
+                         "starts when a scenario needs it)")
+    ap.add_argument("--auth", choices=("bearer", "basic", "apikey"), default="bearer",
+                    help="rbridge auth (default bearer)")
     ap.add_argument("--rbridge-workers", type=int, default=2)
     ap.add_argument("--plumber-procs", type=int, default=2, help="plumber processes behind nginx (default 2)")
     ap.add_argument("--nginx-upstream-keepalive", type=int, default=0, metavar="N",
@@ -762,6 +858,9 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = [sc for sc in scenarios if re.search(args.only, sc.name)]
         if not scenarios:
             ap.error(f"--only {args.only!r} matches no scenario")
+    if "rbridge-https" not in servers and any("rbridge-https" in sc.only for sc in scenarios) \
+            and "rbridge" in servers:
+        servers.insert(servers.index("rbridge") + 1, "rbridge-https")
     for tool in ("wrk", "Rscript") + (("nginx",) if "plumber-nginx" in servers else ()):
         if not shutil.which(tool) and not (tool == "nginx" and Path("/usr/sbin/nginx").exists()):
             print(f"error: {tool} is not installed", file=sys.stderr)
@@ -825,15 +924,15 @@ def main(argv: list[str] | None = None) -> int:
             sdir = serve_dir(work, model)
 
             def launch(name: str) -> list[Server]:
-                if name == "rbridge":
-                    return [start_rbridge(sdir, model, tmp, args.rbridge_workers)]
+                if name.startswith("rbridge"):
+                    return [start_rbridge(sdir, model, tmp, args.rbridge_workers, name)]
                 return start_plumber_servers(model, model_path, tmp, args.plumber_procs,
                                              args.nginx_upstream_keepalive, [name])
 
             def check_all(group: list[Server]) -> None:
                 """Correctness, before any timing: every payload, every server, against R's predict()."""
                 for s in group:
-                    if s.name == "rbridge":
+                    if s.is_rbridge():
                         s.auth = rbridge_auth(s, args.auth)
                 for payload in model_payloads:
                     body = work / "payloads" / f"{payload}.json"
@@ -860,10 +959,11 @@ def main(argv: list[str] | None = None) -> int:
                 wait_ready([fresh], args.startup_timeout)
                 check_all([fresh])
 
-            log(f"model {MODEL_NAMES[model]}: starting {', '.join(servers)}")
+            needed = [n for n in servers if any(sc.runs_on(n) for sc, _ in model_scen)]
+            log(f"model {MODEL_NAMES[model]}: starting {', '.join(needed)}")
             live: list[Server] = []
             try:
-                for name in servers:
+                for name in needed:
                     live += launch(name)
                 wait_ready(live, args.startup_timeout)
                 res["startup"][model] = {s.name: round(s.ready_s, 3) for s in live}
@@ -880,19 +980,25 @@ def main(argv: list[str] | None = None) -> int:
                             f"{t} {floor_runs[t][-1]['median_ms']:.2f} ms" for t in model_payloads))
                     for sc, r in model_scen:
                         for i in range(len(live)):
+                            if not sc.runs_on(live[i].name):
+                                continue
                             while True:
                                 err = live[i].failed()
                                 if err:
                                     revive(i, err)
                                 s = live[i]
-                                auth = rbridge_auth(s, sc.auth or args.auth) if s.name == "rbridge" else s.auth
+                                auth = rbridge_auth(s, sc.auth or args.auth) if s.is_rbridge() else s.auth
+                                cpu0 = s.gateway_cpu_seconds() if s.is_rbridge() else None
                                 x = run_wrk(s.url, work / "payloads" / f"{sc.payload}.json", auth, sc)
                                 if s.failed():
                                     continue          # died under load: that run does not count, redo it
+                                if cpu0 is not None and x["requests"]:
+                                    x["gateway_cpu_us"] = (s.gateway_cpu_seconds() - cpu0) / x["requests"] * 1e6
                                 break
                             r["runs"][s.name].append(x)
-                            log(f"rep {rep + 1}/{reps} {sc.name:34} {s.name:14} {x['rps']:9.1f} req/s  "
+                            log(f"rep {rep + 1}/{reps} {sc.name:34} {s.name:16} {x['rps']:9.1f} req/s  "
                                 f"p50 {fmt(x['p50_ms'], 2):>8} ms  p99 {fmt(x['p99_ms'], 2):>8} ms"
+                                + (f"  gateway {x['gateway_cpu_us']:.0f} us/req" if "gateway_cpu_us" in x else "")
                                 + (f"  ERRORS {x['errors']}" if x["error_count"] else ""))
             finally:
                 CHILDREN.stop_many([p for s in live for p in s.procs])
@@ -925,7 +1031,7 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps(res, indent=2) + "\n")
         md = markdown(res)
         out.with_suffix(".md").write_text(md)
-        if not args.smoke and not args.only and servers == list(SERVERS):
+        if not args.smoke and not args.only and set(DEFAULT_SERVERS) <= set(servers):
             (BENCH / "results").mkdir(exist_ok=True)
             (BENCH / "results" / "latest.md").write_text(md)
         print()

@@ -12,12 +12,12 @@ WSGI), so there are two processes, as with gunicorn:
              returns the app: FastPath for scoring in front of Flask, counted by InFlight.
              The R workers are its children.
 Drain. SIGTERM or SIGINT reach main; its handler only records them (granian's own would stop
-the listener at once). Main's drain thread then asks the gateway to drain (SIGUSR1): /readyz
-answers 503 at once, every response says `Connection: close` (keep-alive clients move to
-another replica), in-flight and queued requests finish; when it is quiet, or the graceful
-timeout is near, the gateway stops the pool and tells main (SIGUSR2). Main then lets granian
-shut down: the listener closes (new connections are refused), idle connections are closed,
-the gateway exits, and so does main, with 0.
+the listener at once). Main's drain thread asks the gateway to drain (SIGUSR1): /readyz answers
+503 at once and every response says `Connection: close`, so probes and keep-alive clients learn
+it. When it is quiet, or after ANNOUNCE seconds at most, the gateway tells main (SIGUSR2) and
+main lets granian shut down: the listener closes (new connections are refused), idle
+connections are closed, requests already received finish (granian waits for them); the gateway
+then stops the pool, exits, and so does main, with 0, within --graceful-timeout.
 """
 
 from __future__ import annotations
@@ -40,21 +40,28 @@ from rbridge.server import lifecycle
 log = logging.getLogger("bridge.server")
 
 _SERVICE = None            # set in main before the fork; the gateway process inherits it
-STOP_MARGIN = 2.0          # seconds of the graceful timeout kept for stopping the pool and granian
+ANNOUNCE = 1.0             # seconds at most between the drain's start and closing the listener
+# granian's backpressure caps the connections a worker holds, idle ones included: at the HTTP
+# threads' count, a few dozen idle connections starved /healthz. Python's concurrency is capped
+# by the blocking threads instead; a connection waiting for a thread costs a Rust task, not one.
+CONNECTIONS = 16384
+HEADER_TIMEOUT_MS = 10_000 # time to send a request's headers
 
 
 def serve(service) -> int:
     global _SERVICE
     _SERVICE = service
     s = service.settings
+    lifecycle.check_certificate(s)
     threads = lifecycle.http_threads(s)
     multiprocessing.set_start_method("fork", force=True)   # the gateway inherits the built parts
     server = _Server(
         "rbridge.server.front_granian:_gateway_app", address=s.host, port=s.port,
-        interface=Interfaces.WSGI, workers=1, blocking_threads=threads, backpressure=threads,
-        backlog=2048, runtime_threads=1, http1_settings=HTTP1Settings(keep_alive=True),
+        interface=Interfaces.WSGI, workers=1, blocking_threads=threads, backpressure=CONNECTIONS,
+        backlog=2048, runtime_threads=1,
+        http1_settings=HTTP1Settings(keep_alive=True, header_read_timeout=HEADER_TIMEOUT_MS),
         log_enabled=False, log_access=False, ssl_cert=s.certfile, ssl_key=s.keyfile,
-        ssl_protocol_min=SSLProtocols.tls12, workers_kill_timeout=max(1, int(STOP_MARGIN)),
+        ssl_protocol_min=SSLProtocols.tls12, workers_kill_timeout=max(1, int(s.graceful_timeout - ANNOUNCE)),
         respawn_failed_workers=False)
     log.info("listening on %s://%s:%s (granian, %s HTTP threads); models: %s",
              "https" if s.certfile else "http", s.host, s.port, threads,
@@ -87,22 +94,19 @@ class _Server(MPServer):
                 os.kill(worker.inner.pid, signal.SIGUSR1)
             except (ProcessLookupError, TypeError):
                 pass
-        deadline = time.monotonic() + graceful
-        while time.monotonic() < deadline:      # until the gateway says it drained (SIGUSR2)
+        deadline = time.monotonic() + min(ANNOUNCE, graceful / 4) + 1
+        while time.monotonic() < deadline:      # until the gateway says to close the listener (SIGUSR2)
             try:
                 if self._signals.get(timeout=max(0.01, deadline - time.monotonic())) == signal.SIGUSR2:
                     break
             except queue.Empty:
                 break
-        else:
-            log.warning("the gateway did not finish draining within the graceful timeout")
         super().signal_handler_interrupt()      # granian: close the listener, stop the gateway
 
 
 def _gateway_app():
     """granian's target in the gateway process: the WSGI app, with the pool starting."""
     service = _SERVICE
-    s = service.settings
     for f in settings_mod.FIELDS:               # granian copies os.environ into every environ
         os.environ.pop(settings_mod.env_name(f.name), None)
     counted = lifecycle.InFlight(service.app, closing=lambda: service.pool.draining,
@@ -118,11 +122,12 @@ def _gateway_app():
 def _drain(service, counted, asked: queue.SimpleQueue) -> None:
     asked.get()
     pool, graceful = service.pool, service.settings.graceful_timeout
+    started = time.monotonic()
     pool.drain()
-    deadline = time.monotonic() + max(graceful - STOP_MARGIN, graceful * 0.5)
     busy = lambda: counted.count or len(pool.queue)   # noqa: E731
-    if not lifecycle.wait_until_quiet(busy, deadline):
+    lifecycle.wait_until_quiet(busy, started + min(ANNOUNCE, graceful / 4), quiet=0.1)
+    os.kill(os.getppid(), signal.SIGUSR2)             # main: close the listener now
+    if not lifecycle.wait_until_quiet(busy, started + graceful - 0.5):
         log.warning("graceful timeout reached with %s request(s) still in flight", counted.count)
-    pool.stop(timeout=max(0.5, min(5.0, deadline + STOP_MARGIN / 2 - time.monotonic())))
+    pool.stop(timeout=max(0.2, min(5.0, started + graceful - time.monotonic())))
     log.info("stopped")
-    os.kill(os.getppid(), signal.SIGUSR2)

@@ -43,7 +43,6 @@ from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
-from rbridge.errors import ConfigError
 from rbridge.server import lifecycle
 
 log = logging.getLogger("bridge.tls")
@@ -174,11 +173,6 @@ class GatewayServer(BaseApplication):
 def serve(service) -> int:
     """Run HTTP(S) until SIGTERM (drain) or SIGINT (quick stop); returns the exit code."""
     settings = service.settings
-    try:
-        if settings.certfile:
-            TlsContext(settings.certfile, settings.keyfile).build()
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load the TLS certificate {settings.certfile} with key "
-                          f"{settings.keyfile}: {exc}") from None
+    lifecycle.check_certificate(settings)
     GatewayServer(service, lifecycle.http_threads(settings)).run()   # exits through SystemExit
     return 0

@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 import queue
 import signal
+import ssl
 import threading
 import time
 
 from prometheus_client import start_http_server
+
+from rbridge.errors import ConfigError
 
 log = logging.getLogger("bridge.server")
 
@@ -43,6 +46,18 @@ class InFlight:
         finally:
             with self._lock:
                 self.count -= 1
+
+
+def check_certificate(settings) -> None:
+    """An unreadable certificate or key is a configuration error at start, on every front."""
+    if not settings.certfile:
+        return
+    try:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(certfile=str(settings.certfile), keyfile=str(settings.keyfile))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the TLS certificate {settings.certfile} with key "
+                          f"{settings.keyfile}: {exc}") from None
 
 
 def http_threads(settings) -> int:

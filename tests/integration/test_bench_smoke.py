@@ -27,7 +27,7 @@ def test_bench_smoke(tmp_path):
     assert cp.returncode == 0, f"bench/run.py --smoke failed:\n{cp.stdout}\n{cp.stderr}"
     res = json.loads(out.read_text())
     assert res["ok"] is True
-    assert res["servers"] == ["rbridge", "plumber-1", "plumber-nginx"]
+    assert res["servers"] == ["rbridge", "rbridge-waitress", "plumber-1", "plumber-nginx"]
     assert set(res["correctness"]["lm_1"]) == set(res["servers"])
     (sc,) = res["scenarios"]
     for server in res["servers"]:
@@ -36,4 +36,8 @@ def test_bench_smoke(tmp_path):
         assert m["p50_ms"] > 0 and m["p99_ms"] >= m["p50_ms"]
     assert sc["floor_ms"] > 0
     assert sc["ratios"]["rps_vs_plumber_1"] > 0 and sc["ratios"]["rps_vs_plumber_nginx"] > 0
+    assert sc["ratios"]["rps_vs_waitress"] > 0
+    for server in ("rbridge", "rbridge-waitress"):          # the gateway's own CPU per request, measured
+        assert 0 < sc["median"][server]["gateway_cpu_us"] < 1e6, sc["median"][server]
+    assert "gateway_cpu_us" not in sc["runs"]["plumber-1"][0]
     assert out.with_suffix(".md").read_text().count("| lm 1row c8 keepalive |") == 1

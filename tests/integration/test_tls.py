@@ -1,5 +1,6 @@
-"""HTTPS end to end: a self-signed certificate made in the test, gunicorn with one gateway
-process, real R, and a graceful drain on SIGTERM."""
+"""HTTPS end to end on both fronts that serve it (granian, the default, and gunicorn): a
+self-signed certificate made in the test, one gateway process, real R, and a graceful drain on
+SIGTERM."""
 
 from __future__ import annotations
 
@@ -90,16 +91,20 @@ def setup(tmp_path_factory):
     return work, models, cert, key, expected
 
 
-def test_https_end_to_end(setup):
+FRONTS = pytest.mark.parametrize("front", ["granian", "gunicorn"])
+
+
+@FRONTS
+def test_https_end_to_end(setup, front):
     work, models, cert, key, expected = setup
-    server = TlsServer(work, models, cert, key, "--workers", "1", "--max-body", "65536")
+    server = TlsServer(work, models, cert, key, "--workers", "1", "--max-body", "65536", "--http-server", front)
     try:
         token = requests.post(server.url + "/login", json={"username": USER, "password": PASSWORD},
                               verify=server.cert, timeout=30).json()["access_token"]
         r = requests.post(server.url + "/models/cars/predict", json={"data": [{"wt": 2.5, "hp": 110}]},
                           headers={"Authorization": f"Bearer {token}"}, verify=server.cert, timeout=30)
         assert r.status_code == 200 and r.json()["predictions"][0] == pytest.approx(expected, rel=1e-12)
-        assert r.headers["Server"] == "rbridge"                          # no gunicorn banner
+        assert r.headers["Server"] == "rbridge"                          # no granian or gunicorn banner
         assert r.headers["Strict-Transport-Security"].startswith("max-age=")
         assert r.headers["X-Content-Type-Options"] == "nosniff"
         basic = requests.post(server.url + "/models/cars/predict", json={"data": [{"wt": 2.5, "hp": 110}]},
@@ -114,7 +119,7 @@ def test_https_end_to_end(setup):
             requests.get(server.url + "/healthz", timeout=10)
         with pytest.raises(requests.RequestException):                   # no plain HTTP on the port
             requests.get(f"http://127.0.0.1:{server.port}/healthz", timeout=10).raise_for_status()
-        # exactly one gateway process under the gunicorn master; the R workers are its children
+        # exactly one gateway process under the front's supervisor; the R workers are its children
         gateways = psutil.Process(server.proc.pid).children()
         assert len(gateways) == 1
         assert any("rbridge.worker" in " ".join(p.cmdline()) for p in gateways[0].children())
@@ -122,12 +127,14 @@ def test_https_end_to_end(setup):
         assert server.stop() == 0
     log = server.log_text()
     assert PASSWORD not in log and token not in log
-    assert '"logger":"gunicorn.error"' in log                            # gunicorn logs through ours
+    if front == "gunicorn":
+        assert '"logger":"gunicorn.error"' in log                        # gunicorn logs through ours
 
 
-def test_sigterm_drains_in_flight_requests_and_readyz_turns_503(setup):
+@FRONTS
+def test_sigterm_drains_in_flight_requests_and_readyz_turns_503(setup, front):
     work, models, cert, key, _ = setup
-    server = TlsServer(work, models, cert, key, "--workers", "1", "--graceful-timeout", "20")
+    server = TlsServer(work, models, cert, key, "--workers", "1", "--graceful-timeout", "20", "--http-server", front)
     gateway = psutil.Process(server.proc.pid).children()[0]
     r_workers = [p for p in gateway.children() if "rbridge.worker" in " ".join(p.cmdline())]
     probe = requests.Session()        # (verify per call: REQUESTS_CA_BUNDLE would beat Session.verify)
@@ -154,12 +161,13 @@ def test_sigterm_drains_in_flight_requests_and_readyz_turns_503(setup):
         assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
 
 
-def test_unreadable_certificate_is_a_config_error(setup, tmp_path):
+@FRONTS
+def test_unreadable_certificate_is_a_config_error(setup, tmp_path, front):
     work, models, _, _, _ = setup
     (tmp_path / "bad.pem").write_text("not a certificate\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RBRIDGE_")}
     out = subprocess.run([sys.executable, "-m", "rbridge", "serve", "--models", str(models), "--users",
                           str(work / "users.json"), "--port", str(free_port()), "--certfile",
-                          str(tmp_path / "bad.pem"), "--keyfile", str(tmp_path / "bad.pem")],
+                          str(tmp_path / "bad.pem"), "--keyfile", str(tmp_path / "bad.pem"), "--http-server", front],
                          capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 2 and "cannot load the TLS certificate" in out.stderr

@@ -2,7 +2,7 @@
 #
 # A row with NA gets the answer R's predict() gives for it (NA for lm and glm, a surrogate split for rpart, the
 # missing branch for gbm), with two exceptions:
-#   bridge_na_problem(model): the classes whose predict() fails on NA (or warns and gives nonsense) say why,
+#   bridge_na_problem(model): the classes whose predict() fails on NA, or answers at random, say why,
 #     and the gateway refuses such rows with a 422 that says so (every column of the schema then has na false);
 #   one_answer_per_row(): predict() methods that drop incomplete rows (na.omit: kernlab, caret, e1071's svm by
 #     default) would shift every later answer up a row. The complete rows are scored and the others get NA, in
@@ -24,6 +24,14 @@ bridge_na_problem.gls <- bridge_na_problem.lme
 # randomForest formula fits answer NA for such rows; x/y fits stop with "missing values in newdata".
 bridge_na_problem.randomForest <- function(model) {
   if (is.null(model$terms)) na_refused("randomForest fitted without a formula") else NULL
+}
+# partykit sends a row it cannot split (NA, no surrogate) down a random branch unless fitted with
+# ctree_control(majority = TRUE): the same row gets different answers from call to call.
+bridge_na_problem.party <- function(model) {
+  majority <- model$info$control$majority
+  if (isFALSE(majority)) {
+    "partykit assigns rows with missing values to a random branch (fitted without ctree_control(majority = TRUE)), so its answers for them are not repeatable"
+  }
 }
 # S4 (lme4's merMod: NA in a grouping variable fails, in a fixed effect of glmer gives "non-conformable").
 bridge_na_problem.merMod <- function(model) na_refused("lme4's lmer and glmer")

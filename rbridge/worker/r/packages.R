@@ -23,6 +23,9 @@ model_classes <- function(model) {
   if (isS4(model)) unique(c(class(model), methods::extends(class(model)))) else class(model)
 }
 
+base_packages <- c("base", "compiler", "datasets", "graphics", "grDevices", "grid", "methods", "parallel",
+                   "splines", "stats", "stats4", "tcltk", "tools", "utils")
+
 model_packages <- function(model) {
   packages <- character(0)
   if (isS4(model) && !is.null(attr(class(model), "package"))) packages <- attr(class(model), "package")
@@ -34,10 +37,10 @@ model_packages <- function(model) {
     if (length(found) > 1) stop(ambiguous_message(cl, found), call. = FALSE)
     if (length(found) == 1) return(unique(c(packages, found)))
     # No predict() for this class anywhere: still load the package that registers its other methods (family,
-    # model.frame, ...), so that the parent's predict() calls them; when only one package not yet loaded
-    # does (MASS for negbin, beside stats), since a package that only adds, say, auc() for it tells nothing.
+    # model.frame, ...), so that the parent's predict() calls them; when only one package beyond R's own
+    # does (MASS for negbin, beside stats): that one defines the class. (S4 classes name their package.)
     if (!isS4(model)) {
-      others <- setdiff(installed_method_packages(cl, NULL), loadedNamespaces())
+      others <- setdiff(installed_method_packages(cl, NULL), base_packages)
       if (length(others) == 1) packages <- unique(c(packages, others))
     }
   }

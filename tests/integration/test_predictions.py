@@ -178,3 +178,11 @@ def test_na_follows_r_and_classes_that_fail_on_na_say_so(zoo_server, fixture_mod
     r = zoo_server.predict("ksvm", holed)
     assert r.status_code == 200, r.text
     assert r.json()["predictions"] == [expected[0], None, expected[2]]
+
+
+def test_the_readme_table_is_the_zoos(fixture_models):
+    """README's table of supported classes is tests/zoo_table.py's output for this zoo."""
+    from zoo_table import readme_table, table
+    zoo = json.loads((fixture_models / "manifest.json").read_text())
+    assert readme_table((ROOT / "README.md").read_text()) == table(zoo), \
+        "regenerate with: python tests/zoo_table.py, and paste it into README.md"

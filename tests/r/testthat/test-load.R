@@ -154,3 +154,13 @@ test_that("predict_args: named, and not beside a script", {
   expect_error(bridge_load("g", rds(dir, "g"), script(dir, "g"), predict_args = list(type = "link")),
                "model 'g': predict_args are given to the default predict(), but", fixed = TRUE)
 })
+
+test_that("packages named in <name>.json are attached before the model is read; a missing one is named", {
+  m <- fitted_model("lm")
+  dir <- models_dir(list(p = m))
+  b <- bridge_load("p", rds(dir, "p"), packages = "stats4")
+  expect_true("package:stats4" %in% search())
+  expect_identical(b$packages, c("stats4", "stats"))
+  expect_error(bridge_load("p", rds(dir, "p"), packages = "bridgeNoSuchPkg"),
+               "model 'p': package 'bridgeNoSuchPkg' is needed to load this model but is not installed", fixed = TRUE)
+})

@@ -47,8 +47,10 @@ RUN pip install --no-deps -e /app \
 # ---------------------------------------------------------------------------
 FROM debian:bookworm-slim
 
-# R packages the shipped example models need; EXTRA_R_PACKAGES for your own models.
-ARG R_PACKAGES="r-cran-randomforest r-cran-ranger r-cran-gbm r-cran-e1071 r-cran-rpart"
+# R packages the shipped example models need, and R's recommended packages (MASS, mgcv, nnet, survival,
+# nlme, ...: r-recommended, which --no-install-recommends would leave out), so that a model from them
+# loads in the image too; EXTRA_R_PACKAGES for your own models.
+ARG R_PACKAGES="r-recommended r-cran-randomforest r-cran-ranger r-cran-gbm r-cran-e1071 r-cran-rpart"
 ARG EXTRA_R_PACKAGES=""
 ARG DEBIAN_FRONTEND=noninteractive
 # hadolint ignore=DL3008,SC2086

@@ -1,4 +1,4 @@
-"""The command line: `rbridge serve`, `rbridge user ...` (also `python -m rbridge`)."""
+"""The command line: `rbridge serve`, `rbridge check`, `rbridge user ...` (also `python -m rbridge`)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,11 @@ def cmd_serve(args) -> int:
     from rbridge.server import serve
     cli = {f.name: getattr(args, f.name, None) for f in settings_mod.FIELDS if f.cli}
     return serve(settings_mod.load(cli))
+
+
+def cmd_check(args) -> int:
+    from rbridge.check import check
+    return check(args.model, args.script, args.config, args.rows)
 
 
 def cmd_user_add(args) -> int:
@@ -138,6 +143,17 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the models in a folder")
     settings_mod.add_arguments(serve)
     serve.set_defaults(func=cmd_serve)
+
+    ck = sub.add_parser("check", help="load a model as a worker does and show its class, packages, schema and "
+                                      "a prediction: run it before copying a file into models/")
+    ck.add_argument("model", help="the model file, NAME.rds (NAME.R and NAME.json beside it are used, as the "
+                                  "server uses them)")
+    ck.add_argument("--script", help="the score()/init() script (default: NAME.R beside the model)")
+    ck.add_argument("--config", help="the model's settings (default: NAME.json beside the model)")
+    ck.add_argument("--rows", help="rows to score: FILE.csv (a header line, then rows) or FILE.json "
+                                   "({\"data\": [rows]}, {\"columns\": {...}} or a list of rows); default: an "
+                                   "example row built from the schema")
+    ck.set_defaults(func=cmd_check)
 
     user = sub.add_parser("user", help="manage the users file").add_subparsers(dest="user_command",
                                                                                 required=True)

@@ -16,6 +16,7 @@ again. Every failure is a `BridgeClientError(status, code, message)` carrying th
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import threading
@@ -152,7 +153,8 @@ def to_body(data) -> dict:
     """Rows (list of dicts), columns (dict of lists) or a pandas.DataFrame -> a request body.
 
     A body already in the bridge's shape ({"data": ...} or {"columns": ...}) is sent as it is.
-    NaN (pandas' missing value) becomes null, which R reads as NA.
+    NaN (pandas' missing value) becomes null, which R reads as NA; dates and date-times become
+    ISO 8601 strings, as the bridge reads them for R's Date and POSIXct columns.
     """
     if _is_dataframe(data):
         return {"columns": _frame_columns(data)}
@@ -189,6 +191,8 @@ def _frame_columns(frame) -> dict:
 def _scalar(value):
     if isinstance(value, float) and math.isnan(value):
         return None
+    if isinstance(value, (datetime.date, datetime.datetime)):   # pandas' Timestamp too: date / datetime columns
+        return value.isoformat()
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):   # numpy scalars
         return _scalar(value.item())
     return value

@@ -4,14 +4,23 @@ R silently mispredicts on several kinds of bad input (ranger and gbm on an unsee
 randomForest on a string in a numeric column), so nothing reaches R unchecked. Each column of
 the schema becomes one buffer: float64 for numeric, int32 for integer, int32 codes (1-based,
 into the training levels) for factors, a list of str for character, a list of bool for logical;
-null becomes NA where the schema allows it. Every problem is a 422 naming the column, the row,
-the value and what is allowed. Columns the model does not use are ignored.
+float64 for R's time types, which travel as ISO 8601 strings: a date as days since 1970-01-01,
+a datetime as seconds since 1970-01-01 UTC (a string without an offset is read in the column's
+"tz", UTC by default), a difftime as a number in the column's units.
+
+null becomes NA, as R's predict() takes it, unless the column says "na": false (the user's
+<name>.json, or the worker for a class whose predict() fails on NA: then "na_reason" says why).
+Every problem is a 422 naming the column, the row, the value and what is allowed. Columns the
+model does not use are ignored.
 
 Models without a schema (R keeps none and there is no <name>.json) get their types from the
 JSON values themselves, one type per column, never a silent cast to string.
 """
 
 from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
 
 import numpy as np
 
@@ -47,9 +56,16 @@ class Schema:
         return out, nrows
 
     def _encode(self, col: dict, data: list):
-        kind, name, na = col["type"], col["name"], col.get("na", False)
-        if kind == "numeric":
+        kind, name = col["type"], col["name"]
+        na = col.get("na_reason") or col.get("na", True)   # True, False, or why NA is refused
+        if kind in ("numeric", "difftime"):
             return _numeric(name, data, na)
+        if kind == "date":
+            return _times(name, data, na, _days, "a date (ISO 8601, e.g. \"2024-01-31\")")
+        if kind == "datetime":
+            zone = zoneinfo.ZoneInfo(col.get("tz") or "UTC")
+            return _times(name, data, na, lambda v: _seconds(v, zone),
+                          "a date-time (ISO 8601, e.g. \"2024-01-31T12:00:00Z\")")
         if kind == "integer":
             return _integer(name, data, na)
         if kind == "factor":
@@ -148,21 +164,28 @@ def _bad(name: str, row: int, value, expected: str, code: str = "wrong_type"):
                         code=code, details={"column": name, "row": row})
 
 
-def _null(name: str, row: int):
-    return InvalidInput(f"column '{name}', row {row}: null is not allowed (the model's schema does "
-                        "not allow NA in this column)", code="null_value", details={"column": name, "row": row})
+def _null(name: str, row: int, na):
+    why = na if isinstance(na, str) else 'the model\'s schema says "na": false for this column'
+    return InvalidInput(f"column '{name}', row {row}: null is not allowed ({why})",
+                        code="null_value", details={"column": name, "row": row})
+
+
+def _allows_na(na) -> bool:
+    """na is True/False, or the reason (a str) why NA is refused."""
+    return na is True
 
 
 def _numeric(name, data, na):
+    na_ok = _allows_na(na)
     for i, v in enumerate(data):
         t = type(v)
         if t is not float and t is not int:
             if v is None:
-                if not na:
-                    raise _null(name, i)
+                if not na_ok:
+                    raise _null(name, i, na)
             else:
                 raise _bad(name, i, v, "a number")
-    if na:
+    if na_ok and None in data:
         return np.array([REAL_NA if v is None else v for v in data], dtype=np.float64)
     try:
         arr = np.array(data, dtype=np.float64)
@@ -183,8 +206,8 @@ def _integer(name, data, na):
                 raise _bad(name, i, v, "an integer in R's range (|x| < 2^31)", code="out_of_range")
             out[i] = int(v)
         elif v is None:
-            if not na:
-                raise _null(name, i)
+            if not _allows_na(na):
+                raise _null(name, i, na)
             out[i] = INT_NA
         else:
             raise _bad(name, i, v, "an integer")
@@ -199,12 +222,44 @@ def _factor(name, data, na, codes: dict, levels: list):
         if code is not None:
             out[i] = code
         elif v is None:
-            if not na:
-                raise _null(name, i)
+            if not _allows_na(na):
+                raise _null(name, i, na)
             out[i] = INT_NA
         else:
             raise _unknown_level(name, i, v, levels)
     return out
+
+
+def _times(name, data, na, convert, expected):
+    out = np.empty(len(data), dtype=np.float64)
+    for i, v in enumerate(data):
+        if v is None:
+            if not _allows_na(na):
+                raise _null(name, i, na)
+            out[i] = REAL_NA
+            continue
+        if type(v) is not str:
+            raise _bad(name, i, v, expected)
+        try:
+            out[i] = convert(v)
+        except (ValueError, OverflowError):
+            raise _bad(name, i, v, expected) from None
+    return out
+
+
+_EPOCH = dt.date(1970, 1, 1)
+
+
+def _days(value: str) -> float:
+    return float((dt.date.fromisoformat(value) - _EPOCH).days)
+
+
+def _seconds(value: str, zone) -> float:
+    """ISO 8601 date-time -> seconds since the epoch; without an offset it is a local time in zone."""
+    moment = dt.datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return moment.timestamp()
 
 
 def _unknown_level(name, i, v, levels):
@@ -223,8 +278,8 @@ def _character(name, data, na, levels):
             if allowed is not None and v not in allowed:
                 raise _unknown_level(name, i, v, levels)
         elif v is None:
-            if not na:
-                raise _null(name, i)
+            if not _allows_na(na):
+                raise _null(name, i, na)
         else:
             raise _bad(name, i, v, "a string")
     return list(data)
@@ -234,8 +289,8 @@ def _logical(name, data, na):
     for i, v in enumerate(data):
         if type(v) is not bool:
             if v is None:
-                if not na:
-                    raise _null(name, i)
+                if not _allows_na(na):
+                    raise _null(name, i, na)
             else:
                 raise _bad(name, i, v, "true or false")
     return list(data)
@@ -263,6 +318,10 @@ def _infer(values, nrows: int) -> dict:
     return out
 
 
+EXAMPLES = {"numeric": 1.0, "integer": 1, "logical": False, "difftime": 1.0, "date": "2024-01-31",
+            "datetime": "2024-01-31T12:00:00Z"}
+
+
 def example_rows(columns: list | None, n: int = 1) -> list:
     """Rows that fit the schema (for warm-up and the OpenAPI example)."""
     if not columns:
@@ -270,6 +329,5 @@ def example_rows(columns: list | None, n: int = 1) -> list:
     row = {}
     for col in columns:
         kind, levels = col["type"], col.get("levels")
-        row[col["name"]] = (levels[0] if levels else
-                            {"numeric": 1.0, "integer": 1, "logical": False}.get(kind, "a"))
+        row[col["name"]] = levels[0] if levels else EXAMPLES.get(kind, "a")
     return [dict(row) for _ in range(n)]

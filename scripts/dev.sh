@@ -8,9 +8,13 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=${RBRIDGE_VENV:-$ROOT/.venv}
 
-R_PACKAGES="r-base-core r-base-dev r-cran-randomforest r-cran-ranger r-cran-gbm r-cran-e1071 r-cran-rpart
-  r-cran-jsonlite r-cran-testthat"
-TEST_PACKAGES="r-cran-plumber wrk nginx chromium openssl"
+# r-recommended: R's recommended packages (MASS, mgcv, nnet, survival, nlme, rpart, class, ...), which
+# --no-install-recommends leaves out of r-base-core, so that models from them load.
+R_PACKAGES="r-base-core r-base-dev r-recommended r-cran-randomforest r-cran-ranger r-cran-gbm r-cran-e1071
+  r-cran-rpart r-cran-jsonlite r-cran-testthat"
+# The model zoo of the tests (tests/fixtures/make_fixtures.R) trains models of these packages too.
+ZOO_PACKAGES="r-cran-glmnet r-cran-caret r-cran-earth r-cran-partykit r-cran-kernlab r-cran-lme4 r-cran-quantreg"
+TEST_PACKAGES="$ZOO_PACKAGES r-cran-plumber wrk nginx chromium openssl"
 
 need_apt() {
   local missing=()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -52,10 +53,14 @@ def server(small_models, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def fixture_models(tmp_path_factory) -> Path:
-    """One small model per supported R class, with 120 rows and R's own predictions."""
+    """The model zoo (tests/fixtures/make_fixtures.R): models of many R classes, their rows, and R's
+    own predictions for them computed in a fresh R session (tests/fixtures/expected.R)."""
     d = tmp_path_factory.mktemp("fixtures")
-    subprocess.run(["Rscript", str(ROOT / "tests/fixtures/make_fixtures.R"), str(d)], check=True,
-                   capture_output=True, timeout=300)
+    env = {**os.environ, "TZ": "UTC"}
+    for script in ("make_fixtures.R", "expected.R"):
+        out = subprocess.run(["Rscript", str(ROOT / "tests/fixtures" / script), str(d)], capture_output=True,
+                             text=True, timeout=300, env=env)
+        assert out.returncode == 0, f"{script} failed:\n{out.stderr[-3000:]}"
     return d
 
 

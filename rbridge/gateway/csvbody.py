@@ -73,7 +73,7 @@ def _decode(data: bytes, charset: str | None) -> str:
 def _convert(value: str, kind: str | None):
     if value in NA:
         return None
-    if kind in ("numeric", "integer"):
+    if kind in ("numeric", "integer", "difftime"):
         try:
             number = float(value)
         except ValueError:

@@ -6,8 +6,9 @@ dict; `model_spec(model, ...)` is the document of one model. Nothing here talks 
 
 Each model gets its own literal path, /models/<name>/predict, whose request body is either shape
 the bridge reads ({"data": [rows]} or {"columns": {name: [values]}}) with one property per
-column: numbers for numeric, integers in R's range, factor levels as enums, and null allowed only
-where the schema says NA is. Its example is built from the schema (validate.example_rows), so it
+column: numbers for numeric (and difftime, in its units), integers in R's range, factor levels as
+enums, dates and date-times as strings of format date / date-time, and null allowed unless the
+column says "na": false. Its example is built from the schema (validate.example_rows), so it
 scores. A model without a schema (types inferred per request) takes any scalar per column.
 """
 
@@ -150,9 +151,17 @@ def _array(items: dict, max_rows: int) -> dict:
 
 
 def _value_schema(col: dict) -> dict:
-    kind, levels, na = col["type"], col.get("levels"), bool(col.get("na"))
+    kind, levels = col["type"], col.get("levels")
+    na = bool(col.get("na", True)) and not col.get("na_reason")
     if kind == "numeric":
         out = {"type": "number"}
+    elif kind == "difftime":
+        out = {"type": "number", "description": f"a time difference in {col.get('units', 'secs')}"}
+    elif kind == "date":
+        out = {"type": "string", "format": "date"}
+    elif kind == "datetime":
+        out = {"type": "string", "format": "date-time",
+               "description": f"ISO 8601; without an offset, a time in {col.get('tz') or 'UTC'}"}
     elif kind == "integer":
         out = {"type": "integer", "minimum": -_R_INT_MAX, "maximum": _R_INT_MAX}
     elif kind in ("factor", "character"):
@@ -167,6 +176,9 @@ def _value_schema(col: dict) -> dict:
         out["type"] = [out["type"], "null"]
     if kind == "factor" and col.get("ordered"):
         out["description"] = "ordered factor: " + " < ".join(levels or [])
+    if col.get("na_reason"):
+        out["description"] = (out.get("description", "") + "; " if "description" in out else "") + \
+            f"no null: {col['na_reason']}"
     return out
 
 

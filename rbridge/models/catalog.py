@@ -13,15 +13,19 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import re
 import uuid
+import zoneinfo
 from pathlib import Path
 
 from rbridge.pool.protocol import ModelSpec
 from rbridge.settings import NAME_RE
 
-TYPES = ("numeric", "integer", "factor", "character", "logical")
-JSON_KEYS = {"version", "description", "schema", "predict_args", "timeout", "batch"}
-COLUMN_KEYS = {"name", "type", "levels", "na", "ordered", "description"}
+TYPES = ("numeric", "integer", "factor", "character", "logical", "date", "datetime", "difftime")
+JSON_KEYS = {"version", "description", "schema", "predict_args", "timeout", "batch", "packages"}
+COLUMN_KEYS = {"name", "type", "levels", "na", "ordered", "description", "tz", "units"}
+DIFFTIME_UNITS = ("secs", "mins", "hours", "days", "weeks")   # R's difftime units
+PACKAGE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9.]*[A-Za-z0-9]$")  # R's rule for package names
 BATCH_KEYS = {"max_rows", "max_wait_ms"}
 
 
@@ -95,7 +99,7 @@ def read_entry(models_dir: Path, name: str, snapshots: Path | None = None) -> En
         name=name, rds=str(rds.resolve()),
         script=str(script.resolve()) if script.is_file() else None,
         version=str(config.get("version") or digest[:12]), sha256=digest,
-        predict_args=config.get("predict_args", {}),
+        predict_args=config.get("predict_args", {}), packages=config.get("packages", []),
         schema=config.get("schema", {}).get("columns"))
     return Entry(name, spec, description=config.get("description", ""),
                  timeout=config.get("timeout"), batch_max_rows=batch.get("max_rows"),
@@ -124,6 +128,9 @@ def _read_config(path: Path) -> dict:
         raise ValueError(f"{path.name}: timeout must be a positive number of seconds")
     if "predict_args" in config and not isinstance(config["predict_args"], dict):
         raise ValueError(f"{path.name}: predict_args must be an object of argument: value")
+    packages = config.get("packages", [])
+    if not (isinstance(packages, list) and all(isinstance(p, str) and PACKAGE_RE.match(p) for p in packages)):
+        raise ValueError(f"{path.name}: packages must be a list of R package names, e.g. [\"splines\"]")
     batch = config.get("batch", {})
     if not isinstance(batch, dict):
         raise ValueError(f"{path.name}: batch must be an object")
@@ -153,7 +160,24 @@ def _read_config(path: Path) -> dict:
                 raise ValueError(f"{where}: a factor needs levels, a list of strings in training order")
             if levels is not None and not isinstance(levels, list):
                 raise ValueError(f"{where}: levels must be a list of strings")
+            _check_time_keys(col, where)
     return config
+
+
+def _check_time_keys(col: dict, where: str) -> None:
+    """tz only on datetime columns (an Olson name), units only on difftime columns (R's units)."""
+    if "tz" in col:
+        if col["type"] != "datetime":
+            raise ValueError(f"{where}: tz applies to datetime columns only")
+        try:
+            zoneinfo.ZoneInfo(col["tz"] if isinstance(col["tz"], str) else "")
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{where}: tz {col['tz']!r} is not a time zone name (e.g. \"UTC\", "
+                             "\"Europe/Berlin\")") from None
+    if col["type"] == "difftime" and col.get("units") not in DIFFTIME_UNITS:
+        raise ValueError(f"{where}: a difftime needs units, one of {', '.join(DIFFTIME_UNITS)}")
+    if "units" in col and col["type"] != "difftime":
+        raise ValueError(f"{where}: units applies to difftime columns only")
 
 
 def _only(obj: dict, allowed: set, where: str) -> None:

@@ -29,7 +29,7 @@ def worker_log_format(fmt: str) -> str:
 class Process:
     """A started worker process and the gateway's end of its socket."""
 
-    def __init__(self, slot: int, settings, specs: list, generation: int = 0):
+    def __init__(self, slot: int, settings, specs: list, generation: int = 0, stderr=None):
         self.generation = generation
         self.loaded: frozenset = frozenset()   # models this process loaded, set when Ready arrives
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -39,7 +39,7 @@ class Process:
             cmd += ["--r-dir", str(settings.r_dir)]
         if settings.worker_memory_limit:
             cmd += ["--memory-limit", str(settings.worker_memory_limit)]
-        self.popen = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], close_fds=True)
+        self.popen = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], close_fds=True, stderr=stderr)
         theirs.close()
         self.sock, self.pid, self.started = ours, self.popen.pid, time.monotonic()
         self.ready: protocol.Ready | None = None

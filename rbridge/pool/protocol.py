@@ -41,6 +41,7 @@ class ModelSpec:
     sha256: str
     predict_args: dict
     schema: list | None          # columns from <name>.json, overriding what R derives
+    packages: list = dataclasses.field(default_factory=list)   # R packages <name>.json says to attach
 
 
 @dataclasses.dataclass

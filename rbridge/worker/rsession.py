@@ -56,13 +56,15 @@ class RSession:
         started = time.perf_counter()
         script = ri.NULL if spec.script is None else ri.StrSexpVector([spec.script])
         out = self._load(ri.StrSexpVector([spec.name]), ri.StrSexpVector([spec.rds]), script,
-                         self._to_r_list(spec.predict_args or {}))
+                         self._to_r_list(spec.predict_args or {}), ri.StrSexpVector(spec.packages or []))
         if not bool(out[0][0]):
             return protocol.ModelInfo(spec.name, spec.version, ok=False, error=str(out[1][0]))
         result = out[1]
         loaded = result
+        problem = _field(loaded, "na_problem")
+        na_reason = None if problem is None or problem.typeof == 0 else str(problem[0])
         r_schema = _schema_from_r(_field(loaded, "schema"))
-        schema, source = _merge_schema(r_schema, spec.schema)
+        schema, source = _merge_schema(r_schema, spec.schema, na_reason)
         info = protocol.ModelInfo(
             spec.name, spec.version, ok=True,
             r_class=[str(c) for c in _field(loaded, "class")],
@@ -111,7 +113,7 @@ class RSession:
             r_ordered = ri.BoolSexpVector([False] * len(names))
         vectors = [_to_r(ri, *columns[col]) for col in names]
         out = self._run(model.loaded, ri.ListSexpVector(vectors), r_names, r_levels, r_ordered,
-                        ri.IntSexpVector([nrows]))
+                        ri.IntSexpVector([nrows]), model.r_types, model.r_zone)
         if not bool(out[0][0]):
             return RError(f"R failed: {out[1][0]}").to_dict()
         names = out[2]
@@ -134,6 +136,9 @@ class _Loaded:
         self.r_levels = ri.ListSexpVector([
             ri.StrSexpVector(c["levels"]) if c["type"] == "factor" else ri.NULL for c in schema])
         self.r_ordered = ri.BoolSexpVector([bool(c.get("ordered")) for c in schema])
+        self.r_types = ri.StrSexpVector([c["type"] for c in schema]) if schema else ri.NULL
+        self.r_zone = ri.StrSexpVector([c.get("tz") or c.get("units") or
+                                        ("UTC" if c["type"] == "datetime" else "") for c in schema])
 
 
 def _field(vec, name: str):
@@ -148,7 +153,7 @@ def _field(vec, name: str):
 
 # -- conversion helpers -----------------------------------------------------------------------
 def _to_r(ri, kind: str, buf):
-    if kind == "numeric":
+    if kind in ("numeric", "date", "datetime", "difftime"):   # R keeps all four as doubles
         return ri.FloatSexpVector.from_memoryview(memoryview(np.ascontiguousarray(buf, np.float64)))
     if kind in ("integer", "factor"):
         return ri.IntSexpVector.from_memoryview(memoryview(np.ascontiguousarray(buf, np.int32)))
@@ -211,30 +216,45 @@ def _schema_from_r(r_schema) -> list | None:
     for col in r_schema:
         levels = _field(col, "levels")
         ordered = _field(col, "ordered")
-        columns.append({
+        column = {
             "name": str(_field(col, "name")[0]),
             "type": str(_field(col, "type")[0]),
             "levels": None if levels is None or levels.typeof == 0 else [str(v) for v in levels],
             "ordered": False if ordered is None or ordered.typeof == 0 else bool(ordered[0]),
-            "na": False,
-        })
+        }
+        for key in ("tz", "units"):
+            value = _field(col, key)
+            if value is not None and value.typeof != 0:
+                column[key] = str(value[0])
+        columns.append(column)
     return columns
 
 
-def _merge_schema(r_schema, json_schema):
-    """<name>.json's columns win over what R derived; R's levels fill in where JSON has none."""
-    if not json_schema:
-        return r_schema, ("r" if r_schema else "none")
-    from_r = {c["name"]: c for c in (r_schema or [])}
-    merged = []
-    for col in json_schema:
-        base = dict(from_r.get(col["name"], {}))
-        base.update({k: v for k, v in col.items() if v is not None})
-        base.setdefault("levels", None)
-        base.setdefault("na", False)
-        base.setdefault("ordered", False)
-        merged.append(base)
-    return merged, "json"
+def _merge_schema(r_schema, json_schema, na_reason: str | None = None):
+    """<name>.json's columns win over what R derived; R's levels fill in where JSON has none.
+
+    NA: a column accepts null (R's predict() answers NA or what it does for such rows) unless
+    <name>.json says "na": false, or the class's predict() fails on NA (na_reason, from R): then
+    every column refuses it with that reason, whatever <name>.json says.
+    """
+    if json_schema:
+        from_r = {c["name"]: c for c in (r_schema or [])}
+        merged = []
+        for col in json_schema:
+            base = dict(from_r.get(col["name"], {}))
+            base.update({k: v for k, v in col.items() if v is not None})
+            base.setdefault("levels", None)
+            base.setdefault("ordered", False)
+            merged.append(base)
+        schema, source = merged, "json"
+    else:
+        schema, source = r_schema, ("r" if r_schema else "none")
+    for col in schema or []:
+        if na_reason:
+            col["na"], col["na_reason"] = False, na_reason
+        else:
+            col.setdefault("na", True)
+    return schema, source
 
 
 def _concat(parts: list, model: _Loaded) -> dict:

@@ -75,7 +75,7 @@ def test_csv_body_posted_directly(server):
     assert r.status_code == 422 and r.json()["error"]["column"] == "hp" and '"fast"' in r.json()["error"]["message"]
     r = server.post("/models/cars/predict", auth=SCORER, data="wt,hp,cyl\n2.62,NA,6\n",
                     headers={"Content-Type": "text/csv"})
-    assert r.status_code == 422 and r.json()["error"]["code"] == "null_value"
+    assert r.status_code == 200 and r.json()["predictions"] == [None]   # NA in, NA out: as R's predict.lm
     r = server.post("/models/cars/predict", auth=SCORER, data="wt,hp,cyl\n2.62,110\n",
                     headers={"Content-Type": "text/csv"})
     assert r.status_code == 400 and "line 2" in r.json()["error"]["message"]

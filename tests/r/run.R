@@ -9,5 +9,6 @@ root <- normalizePath(file.path(here, "..", ".."))
 bridge <- new.env(parent = globalenv())
 for (f in sort(Sys.glob(file.path(root, "rbridge", "worker", "r", "*.R")))) sys.source(f, envir = bridge, keep.source = TRUE)
 
+if (!nzchar(Sys.getenv("TZ"))) Sys.setenv(TZ = "UTC") # else Sys.timezone() asks timedatectl, which warns here
 suppressPackageStartupMessages(library(testthat))
 test_dir(file.path(here, "testthat"), env = bridge, stop_on_failure = TRUE)

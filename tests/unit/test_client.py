@@ -20,6 +20,9 @@ SIGNING_KEY = "k" * 48
 # -- unit: request bodies ---------------------------------------------------------------------------
 def test_to_body_shapes():
     assert to_body(CARS_ROWS) == {"data": CARS_ROWS}
+    import datetime
+    when = [{"d": datetime.date(2024, 1, 31), "t": datetime.datetime(2024, 1, 31, 12, tzinfo=datetime.timezone.utc)}]
+    assert to_body(when) == {"data": [{"d": "2024-01-31", "t": "2024-01-31T12:00:00+00:00"}]}
     assert to_body({"wt": [2.62], "cyl": ["6"]}) == {"columns": {"wt": [2.62], "cyl": ["6"]}}
     assert to_body({"data": CARS_ROWS}) == {"data": CARS_ROWS}
     assert to_body([{"wt": float("nan")}]) == {"data": [{"wt": None}]}

@@ -80,3 +80,18 @@ def test_model_without_schema_takes_any_scalar_columns():
     assert row["additionalProperties"]["type"] == ["number", "string", "boolean", "null"]
     assert "examples" not in spec["paths"]["/models/loose/predict"]["post"]["requestBody"]["content"][
         "application/json"]
+
+
+def test_time_columns_have_formats_and_a_refused_null_says_why():
+    model = {"name": "trend", "version": "1", "description": "", "state": "loaded", "schema": {"columns": [
+        {"name": "day", "type": "date", "levels": None},
+        {"name": "at", "type": "datetime", "levels": None, "tz": "Europe/Berlin"},
+        {"name": "gap", "type": "difftime", "levels": None, "units": "weeks", "na": False,
+         "na_reason": "ranger cannot predict rows with missing values"}]}}
+    spec = openapi.build_spec([model])
+    validate(spec)
+    props = spec["components"]["schemas"]["trend.Row"]["properties"]
+    assert props["day"] == {"type": ["string", "null"], "format": "date"}
+    assert props["at"]["format"] == "date-time" and "Europe/Berlin" in props["at"]["description"]
+    assert props["gap"]["type"] == "number" and "weeks" in props["gap"]["description"]
+    assert "no null: ranger cannot predict rows with missing values" in props["gap"]["description"]

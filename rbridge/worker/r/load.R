@@ -1,12 +1,14 @@
 # bridge_load(name, rds_path, script_path, predict_args): read one model, make it ready to score, and say
 # what it is.
 #
-# Returns list(model, score, class, packages, has_script, schema), where score(newdata) gives the raw
-# prediction: the script's score(model, newdata) when there is a script, else bridge_score(model, newdata,
-# predict_args). Steps, in order:
+# Returns list(model, score, class, packages, has_script, schema, na_problem), where score(newdata) gives the
+# raw prediction: the script's score(model, newdata) when there is a script, else bridge_score(model, newdata,
+# predict_args) with one answer per row (r/missing.R), and na_problem says why rows with NA are refused (NULL:
+# they are not). Steps, in order:
 #   1. readRDS the model;
-#   2. load the namespace of the package its class needs (readRDS does not, and predict() only dispatches to
-#      methods of loaded namespaces);
+#   2. attach the packages <name>.json names, load the namespace of the package its class needs (readRDS does
+#      not, and predict() only dispatches to methods of loaded namespaces) and attach the packages whose
+#      functions its formula calls (r/packages.R);
 #   3. source the script, if any, into an environment of its own (child of globalenv(), so two scripts never
 #      clash) and call its init(model) once;
 #   4. read the schema from the object (bridge_schema).
@@ -17,15 +19,20 @@
 # still run setup code, define score <- function(model, newdata) bridge_score(model, newdata).) predict_args
 # only reach the default scoring: with a script they are refused, for the same reason.
 
-bridge_load <- function(name, rds_path, script_path = NULL, predict_args = list()) {
+bridge_load <- function(name, rds_path, script_path = NULL, predict_args = list(), packages = character(0)) {
   # Messages reach callers: name files, never the server's folders.
   folder <- paste0(dirname(rds_path), "/")
   fail <- function(fmt, ...) {
     stop(gsub(folder, "", sprintf("model '%s': %s", name, sprintf(fmt, ...)), fixed = TRUE), call. = FALSE)
   }
+  for (pkg in packages) load_package(pkg, fail, attach = TRUE)
   model <- read_model(rds_path, fail)
-  packages <- model_packages(model)
-  for (pkg in packages) load_package(pkg, fail)
+  if (isS4(model)) for (pkg in attr(class(model), "package")) load_package(pkg, fail) # defines its superclasses
+  found <- tryCatch(model_packages(model), error = function(e) fail("%s", conditionMessage(e)))
+  for (pkg in found) load_package(pkg, fail)
+  uses <- tryCatch(formula_packages(model), error = function(e) if (is.null(script_path)) fail("%s", conditionMessage(e)))
+  for (pkg in uses) load_package(pkg, fail, attach = TRUE)
+  packages <- unique(c(packages, found, uses))
   predict_args <- as.list(predict_args)
   script <- NULL
   if (is.null(script_path)) {
@@ -48,7 +55,8 @@ bridge_load <- function(name, rds_path, script_path = NULL, predict_args = list(
     has_script = !is.null(script),
     schema = tryCatch(bridge_schema(model), error = function(e) {
       fail("cannot read the columns it needs (%s); declare them in %s.json", conditionMessage(e), name)
-    })
+    }),
+    na_problem = if (is.null(script)) na_problem(model)
   )
 }
 
@@ -57,55 +65,6 @@ bridge_load <- function(name, rds_path, script_path = NULL, predict_args = list(
 read_model <- function(path, fail) {
   if (!file.exists(path)) fail("cannot read %s: no such file", path)
   tryCatch(readRDS(path), error = function(e) fail("cannot read %s: %s", path, conditionMessage(e)))
-}
-
-# Packages whose namespace must be loaded before predict(): from a map for the classes the bridge knows, else
-# the package of an already registered predict() method, the package that defines an S4 class, or the
-# installed package whose NAMESPACE registers a predict() method for one of the classes.
-class_packages <- c(
-  lm = "stats", glm = "stats", mlm = "stats", nls = "stats", loess = "stats",
-  randomForest = "randomForest", ranger = "ranger", gbm = "gbm", rpart = "rpart", svm = "e1071",
-  glmnet = "glmnet", cv.glmnet = "glmnet"
-)
-
-model_packages <- function(model) {
-  known <- intersect(class(model), names(class_packages))
-  if (length(known) > 0) return(unname(class_packages[known[1]]))
-  if (isS4(model) && !is.null(attr(class(model), "package"))) return(attr(class(model), "package"))
-  for (cl in class(model)) {
-    method <- utils::getS3method("predict", cl, optional = TRUE)
-    if (!is.null(method)) {
-      pkg <- environmentName(environment(method))
-      return(if (pkg %in% c("", "R_GlobalEnv", "base")) character(0) else pkg)
-    }
-  }
-  installed_predict_package(class(model))
-}
-
-# Scans the NAMESPACE file of each installed package for S3method(predict, <class>): a few hundred small
-# files, read once per model of an unknown class.
-installed_predict_package <- function(classes) {
-  files <- Sys.glob(file.path(.libPaths(), "*", "NAMESPACE"))
-  namespaces <- lapply(files, readLines, warn = FALSE)
-  for (cl in classes) {
-    pattern <- sprintf("S3method\\(\\s*[\"']?predict[\"']?\\s*,\\s*[\"']?\\Q%s\\E[\"']?\\s*[,)]", cl)
-    hit <- vapply(namespaces, function(lines) any(grepl(pattern, lines, perl = TRUE)), logical(1))
-    if (any(hit)) return(basename(dirname(files[which(hit)[1]])))
-  }
-  character(0)
-}
-
-load_package <- function(pkg, fail) {
-  if (!nzchar(system.file(package = pkg))) fail("%s", package_missing_message(pkg))
-  tryCatch(loadNamespace(pkg), error = function(e) {
-    fail("package '%s' is installed but does not load: %s", pkg, conditionMessage(e))
-  })
-  invisible(pkg)
-}
-
-package_missing_message <- function(pkg) {
-  sprintf("package '%s' is needed to load this model but is not installed (on Debian: apt-get install r-cran-%s)",
-          pkg, tolower(pkg))
 }
 
 script_path_for <- function(rds_path) sub("\\.rds$", ".R", rds_path, ignore.case = TRUE)
@@ -147,7 +106,7 @@ run_init <- function(script, model, path, fail) {
 make_scorer <- function(name, model, script, script_path, predict_args) {
   if (is.null(script)) {
     prefix <- sprintf("model '%s': ", name)
-    run <- function(newdata) bridge_score(model, newdata, predict_args)
+    run <- function(newdata) one_answer_per_row(function(d) bridge_score(model, d, predict_args), newdata)
   } else {
     prefix <- sprintf("model '%s': score() in %s failed: ", name, basename(script_path))
     user_score <- get("score", envir = script, inherits = FALSE)

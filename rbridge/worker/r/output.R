@@ -5,11 +5,15 @@
 #
 # A factor becomes its labels. A data.frame, or a matrix with column names (class probabilities), is a table; a
 # one-column matrix without column names is a vector; a matrix with several unnamed columns gets V1, V2, ...
-# Names, dims and classes are dropped; nothing else is converted: a list, an S4 object, a Date, a complex
+# A named list of parts with one row each per input row (predict(..., se.fit = TRUE): $fit, $se.fit) is a
+# table too, one column per part (a matrix part gives part.column); the per-model scalars R's predict methods
+# add beside them ($df, $residual.scale) are left out, so that the shape does not depend on the row count.
+# Names, dims and classes are dropped; nothing else is converted: another list, an S4 object, a Date, a complex
 # vector or a wrong row count is an error, because guessing there would put wrong numbers on the wire.
 
 bridge_output <- function(pred, n) {
   if (is.data.frame(pred)) return(output_table(as.list(pred), names(pred), pred, n))
+  if (is.list(pred) && !isS4(pred)) return(output_parts(pred, n))
   if (is.matrix(pred)) {
     if (nrow(pred) != n) stop(bad_output(pred, n))
     if (ncol(pred) == 1 && is.null(colnames(pred))) return(output_vector(pred[, 1], pred, n))
@@ -19,6 +23,28 @@ bridge_output <- function(pred, n) {
     return(output_table(columns, names, pred, n))
   }
   output_vector(pred, pred, n)
+}
+
+list_scalars <- c("df", "residual.scale")
+
+output_parts <- function(pred, n) {
+  parts <- pred[setdiff(names(pred), list_scalars)]
+  if (is.null(names(pred)) || length(parts) == 0 || any(vapply(parts, NROW, 1L) != n) ||
+      !all(vapply(parts, function(p) is.atomic(p) && length(dim(p)) <= 2, logical(1)))) {
+    stop(bad_output(pred, n))
+  }
+  columns <- list()
+  for (part in names(parts)) {
+    x <- parts[[part]]
+    if (is.matrix(x)) {
+      cols <- colnames(x)
+      if (is.null(cols)) cols <- seq_len(ncol(x))
+      for (j in seq_len(ncol(x))) columns[[paste(part, cols[j], sep = ".")]] <- x[, j]
+    } else {
+      columns[[part]] <- x
+    }
+  }
+  output_table(unname(columns), names(columns), pred, n)
 }
 
 output_vector <- function(x, pred, n) {
@@ -71,7 +97,10 @@ describe <- function(x) {
                    paste(dim(x), collapse = " x ")))
   }
   if (is.factor(x)) return(sprintf("a factor of length %d", length(x)))
-  if (is.list(x)) return(sprintf("a list of length %d (class '%s')", length(x), class(x)[1]))
+  if (is.list(x)) {
+    parts <- if (is.null(names(x))) "" else sprintf(" with parts %s", paste0("$", names(x), "[", vapply(x, NROW, 1L), "]", collapse = ", "))
+    return(sprintf("a list of length %d (class '%s')%s", length(x), class(x)[1], parts))
+  }
   if (is.atomic(x)) {
     cls <- oldClass(x)
     what <- if (is.null(cls)) sprintf("a %s vector", typeof(x)) else sprintf("an object of class '%s'", cls[1])

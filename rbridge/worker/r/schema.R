@@ -1,16 +1,18 @@
 # bridge_schema(model): the columns a model needs, read from what R kept in the fitted object.
 #
 # Returns a list of columns in predictor order, each
-#   list(name = "col", type = "numeric"|"integer"|"factor"|"character"|"logical",
+#   list(name = "col", type = "numeric"|"integer"|"factor"|"character"|"logical"|"date"|"datetime"|"difftime",
 #        levels = <character vector> or NULL, ordered = TRUE/FALSE)
+# plus tz = "<Olson name>" for datetime (POSIXct; "UTC" when the column had none) and units = "<units>" for
+# difftime (the numbers the caller sends are in these units).
 # or NULL when the object does not say. The worker builds newdata from this (factor columns with exactly these
 # levels in this order), so a wrong type or level order would make R mispredict without a word. The rule is
 # therefore: never guess. When any column's type or levels cannot be read from the object, the whole schema is
 # NULL and the user declares it in <name>.json.
 
-schema_column <- function(name, type, levels = NULL, ordered = FALSE) {
-  list(name = name, type = type, levels = if (is.null(levels)) NULL else as.character(levels),
-       ordered = isTRUE(ordered))
+schema_column <- function(name, type, levels = NULL, ordered = FALSE, tz = NULL, units = NULL) {
+  c(list(name = name, type = type, levels = if (is.null(levels)) NULL else as.character(levels),
+         ordered = isTRUE(ordered)), if (!is.null(tz)) list(tz = tz), if (!is.null(units)) list(units = units))
 }
 
 bridge_schema <- function(model) UseMethod("bridge_schema")
@@ -115,7 +117,8 @@ column_from_data_class <- function(name, cls, levels, proto) {
     factor = if (!is.null(levels)) schema_column(name, "factor", levels),
     ordered = if (!is.null(levels)) schema_column(name, "factor", levels, ordered = TRUE),
     character = if (!is.null(levels)) schema_column(name, "character", levels),
-    NULL) # "nmatrix.k", "other", or levels not kept: unknown
+    other = column_from_prototype(name, proto), # Date, POSIXct, difftime: from the data the object kept
+    NULL) # "nmatrix.k", or levels not kept: unknown
 }
 
 # Only when the variable is a plain column of a data.frame the object kept; factor levels from raw data are the
@@ -123,12 +126,41 @@ column_from_data_class <- function(name, cls, levels, proto) {
 column_from_prototype <- function(name, x) {
   if (is.null(x) || !is.null(dim(x))) return(NULL)
   if (is.factor(x)) return(schema_column(name, "factor", levels(x), ordered = is.ordered(x)))
-  if (!is.null(oldClass(x))) return(NULL) # Date, POSIXct, ...: not a wire type
+  if (inherits(x, "Date")) return(schema_column(name, "date"))
+  if (inherits(x, "POSIXct")) {
+    tz <- attr(x, "tzone")
+    return(schema_column(name, "datetime", tz = if (is.null(tz) || !nzchar(tz[1])) "UTC" else tz[1]))
+  }
+  if (inherits(x, "difftime")) return(schema_column(name, "difftime", units = units(x)))
+  if (!is.null(oldClass(x))) return(NULL) # POSIXlt, other classes: not a wire type
   if (is.character(x)) return(NULL)        # which values are allowed is not kept
   if (is.logical(x)) return(schema_column(name, "logical"))
   if (is.integer(x)) return(schema_column(name, "integer"))
   if (is.double(x)) return(schema_column(name, "numeric"))
   NULL
+}
+
+# lme4 (S4): the fixed and random effects' variables, typed from the model frame it keeps in @frame.
+bridge_schema.merMod <- function(model) {
+  schema_from_frame(stats::formula(model), model@frame)
+}
+
+# nlme's lme and gls keep their data ($data); lme's grouping variables come from its random formula.
+bridge_schema.lme <- function(model) {
+  groups <- lapply(names(model$groups), as.name)
+  schema_from_frame(stats::formula(model), model$data, extra = vapply(groups, as.character, ""))
+}
+
+bridge_schema.gls <- function(model) {
+  schema_from_frame(stats::formula(model), model$data)
+}
+
+schema_from_frame <- function(formula, frame, extra = character(0)) {
+  if (!is.data.frame(frame)) return(NULL)
+  vars <- union(all.vars(formula[[length(formula)]]), extra)
+  columns <- lapply(vars, function(v) column_from_prototype(v, frame[[v]]))
+  if (any(vapply(columns, is.null, logical(1)))) return(NULL)
+  columns
 }
 
 model_terms <- function(model) {

@@ -77,6 +77,43 @@ bridge_score.svm <- function(model, newdata, args = list()) {
   pred
 }
 
+# MASS's lda and qda predict a list ($class, $posterior, and for lda $x): the labels by default; args
+# list(type = "posterior") gives the probability matrix, list(type = "x") lda's discriminants.
+bridge_score.lda <- function(model, newdata, args = list()) pick_part(model, newdata, args, "class")
+bridge_score.qda <- bridge_score.lda
+
+pick_part <- function(model, newdata, args, default) {
+  part <- if (is.null(args$type)) default else args$type
+  pred <- call_predict(model, newdata, list(), args[setdiff(names(args), "type")])
+  if (!is.character(part) || length(part) != 1 || !(part %in% names(pred))) {
+    stop(sprintf("predict_args type must be one of %s for class '%s'",
+                 paste0('"', names(pred), '"', collapse = ", "), class(model)[1]))
+  }
+  pred[[part]]
+}
+
+# nnet classifiers (nnet.formula, multinom): labels, not the probability matrix of type = "raw".
+bridge_score.nnet <- function(model, newdata, args = list()) {
+  defaults <- if (is.null(model$lev)) list() else list(type = "class")
+  call_predict(model, newdata, defaults, args)
+}
+
+# caret's knn3: labels, not the probability matrix of its default type = "prob".
+bridge_score.knn3 <- function(model, newdata, args = list()) {
+  call_predict(model, newdata, list(type = "class"), args)
+}
+
+# lme4's glmer fits: the response scale, as for glm.
+bridge_score.glmerMod <- function(model, newdata, args = list()) {
+  call_predict(model, newdata, list(type = "response"), args, data_arg = NULL)
+}
+
+# earth gives an n x 1 matrix named after the response for one response: a vector, as for lm.
+bridge_score.earth <- function(model, newdata, args = list()) {
+  pred <- call_predict(model, newdata, list(), args)
+  if (is.matrix(pred) && ncol(pred) == 1) pred[, 1] else pred
+}
+
 bridge_score.default <- function(model, newdata, args = list()) {
   if (!has_predict_method(model)) stop(no_predict_message(model, "models/<name>.R"))
   call_predict(model, newdata, list(), args, data_arg = NULL)
@@ -96,14 +133,28 @@ score_problem <- function(model, script) {
   if (inherits(model, "ranger") && is.null(model$forest)) {
     return("the ranger model was saved without its forest: refit with write.forest = TRUE")
   }
-  own <- any(vapply(class(model), function(cl) {
+  if (inherits(model, c("glmnet", "cv.glmnet"))) return(glmnet_message(model, script))
+  own <- any(vapply(model_classes(model), function(cl) {
     !is.null(utils::getS3method("bridge_score", cl, optional = TRUE, envir = environment(bridge_score)))
   }, logical(1)))
   if (own || has_predict_method(model)) NULL else no_predict_message(model, script)
 }
 
+# glmnet's predict() takes a matrix newx (in the columns' training order) and a penalty s: neither is in the
+# object in a form a bridge could pick for the user.
+glmnet_message <- function(model, script) {
+  beta <- if (inherits(model, "cv.glmnet")) model$glmnet.fit$beta else model$beta
+  if (is.list(beta)) beta <- beta[[1]]
+  vars <- paste0('"', rownames(beta), '"', collapse = ", ")
+  sprintf(paste0("glmnet's predict() needs a matrix newx and a penalty s, which the bridge cannot choose: ",
+                 "write score(model, newdata) in %s, e.g. score <- function(model, newdata) ",
+                 "predict(model, newx = as.matrix(newdata[, c(%s)]), s = %s)[, 1], ",
+                 "and declare those columns in the model's .json"),
+          script, vars, if (inherits(model, "cv.glmnet")) '"lambda.min"' else "0.01")
+}
+
 has_predict_method <- function(model) {
-  s3 <- vapply(class(model), function(cl) !is.null(utils::getS3method("predict", cl, optional = TRUE)), logical(1))
+  s3 <- vapply(model_classes(model), function(cl) !is.null(utils::getS3method("predict", cl, optional = TRUE)), logical(1))
   any(s3) || !is.null(s4_predict_generic(model))
 }
 

@@ -5,13 +5,22 @@
 # Build a data.frame from column vectors without data.frame()'s checks and copies.
 # cols: list of vectors (double, integer codes for factors, character, logical);
 # levels: list with, per column, NULL or the training levels (then the integer codes become a
-# factor with exactly those levels, in training order); ordered: logical per column.
-bridge_frame <- function(cols, col_names, levels, ordered, n) {
+# factor with exactly those levels, in training order); ordered: logical per column;
+# types: the schema's type per column, and zone: per column the time zone of a datetime or the
+# units of a difftime ("" otherwise): a date arrives as days since 1970-01-01, a datetime as
+# seconds since 1970-01-01 UTC, a difftime as numbers in its units, all as doubles.
+bridge_frame <- function(cols, col_names, levels, ordered, n, types = NULL, zone = NULL) {
   for (i in seq_along(cols)) {
     lv <- levels[[i]]
     if (!is.null(lv) && is.integer(cols[[i]])) {
       cols[[i]] <- structure(cols[[i]], levels = lv,
                              class = if (ordered[[i]]) c("ordered", "factor") else "factor")
+    } else if (!is.null(types)) {
+      cols[[i]] <- switch(types[[i]],
+        date = structure(cols[[i]], class = "Date"),
+        datetime = structure(cols[[i]], class = c("POSIXct", "POSIXt"), tzone = zone[[i]]),
+        difftime = structure(cols[[i]], class = "difftime", units = zone[[i]]),
+        cols[[i]])
     }
   }
   structure(cols, names = col_names, class = "data.frame", row.names = c(NA_integer_, -n))
@@ -20,9 +29,9 @@ bridge_frame <- function(cols, col_names, levels, ordered, n) {
 # Score one request (or a merged batch). Returns an unnamed list, read by position (asking R for
 # names() from Python is an R call of its own, ~0.1 ms): list(TRUE, kind, names, values) with the
 # fields of bridge_output(), or list(FALSE, <R's condition message>).
-bridge_run <- function(loaded, cols, col_names, levels, ordered, n) {
+bridge_run <- function(loaded, cols, col_names, levels, ordered, n, types = NULL, zone = NULL) {
   tryCatch({
-    newdata <- bridge_frame(cols, col_names, levels, ordered, n)
+    newdata <- bridge_frame(cols, col_names, levels, ordered, n, types, zone)
     out <- bridge_output(loaded$score(newdata), n)
     list(TRUE, out$kind, out$names, out$values)
   }, error = function(e) list(FALSE, bridge_condition_text(e)))
@@ -35,8 +44,8 @@ bridge_try <- function(f) {
 }
 
 # bridge_load (r/load.R) behind bridge_try: the worker reports a failed model, it never dies of one.
-bridge_load_safe <- function(name, rds_path, script_path, predict_args) {
-  bridge_try(function() bridge_load(name, rds_path, script_path, predict_args))
+bridge_load_safe <- function(name, rds_path, script_path, predict_args, packages) {
+  bridge_try(function() bridge_load(name, rds_path, script_path, predict_args, packages))
 }
 
 bridge_condition_text <- function(e) {

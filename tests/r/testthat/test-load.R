@@ -8,7 +8,8 @@ test_that("a model without a script: the shape the worker reads, scoring through
   m <- fitted_model("lm")
   dir <- models_dir(list(cars = m))
   b <- bridge_load("cars", rds(dir, "cars"))
-  expect_named(b, c("model", "score", "class", "packages", "has_script", "schema"))
+  expect_named(b, c("model", "score", "class", "packages", "has_script", "schema", "na_problem"))
+  expect_null(b$na_problem)
   expect_equal(b$model, m)
   expect_identical(b$class, "lm")
   expect_identical(b$packages, "stats")
@@ -152,4 +153,14 @@ test_that("predict_args: named, and not beside a script", {
                "model 'g': predict_args must be a JSON object of named predict() arguments", fixed = TRUE)
   expect_error(bridge_load("g", rds(dir, "g"), script(dir, "g"), predict_args = list(type = "link")),
                "model 'g': predict_args are given to the default predict(), but", fixed = TRUE)
+})
+
+test_that("packages named in <name>.json are attached before the model is read; a missing one is named", {
+  m <- fitted_model("lm")
+  dir <- models_dir(list(p = m))
+  b <- bridge_load("p", rds(dir, "p"), packages = "stats4")
+  expect_true("package:stats4" %in% search())
+  expect_identical(b$packages, c("stats4", "stats"))
+  expect_error(bridge_load("p", rds(dir, "p"), packages = "bridgeNoSuchPkg"),
+               "model 'p': package 'bridgeNoSuchPkg' is needed to load this model but is not installed", fixed = TRUE)
 })

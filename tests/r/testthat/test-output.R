@@ -67,3 +67,17 @@ test_that("table columns must be wire types with unique names", {
   expect_error(bridge_output(matrix(1:4, 2, dimnames = list(NULL, c("a", "a"))), 2), "its own non-empty name")
   expect_error(bridge_output(data.frame(), 0), "data.frame with 0 rows and 0 columns")
 })
+
+test_that("a list of parts with one row each per input row is a table (se.fit), scalars left out", {
+  m <- fitted_model("lm")
+  p <- predict(m, rows, se.fit = TRUE)
+  out <- bridge_output(p, nrow(rows))
+  expect_identical(out$kind, "table")
+  expect_identical(out$names, c("fit", "se.fit"))
+  expect_equal(out$values[[2]], unname(p$se.fit))
+  one <- bridge_output(predict(m, rows[1, ], se.fit = TRUE), 1)
+  expect_identical(one$names, c("fit", "se.fit")) # the same shape for one row: df is never a column
+  ci <- bridge_output(predict(m, rows, se.fit = TRUE, interval = "confidence"), nrow(rows))
+  expect_identical(ci$names, c("fit.fit", "fit.lwr", "fit.upr", "se.fit"))
+  expect_error(bridge_output(list(fit = 1:3, x = 1:2), 3), "parts \\$fit\\[3\\], \\$x\\[2\\]")
+})

@@ -90,3 +90,25 @@ test_that("default: terms when the object has them, else NULL", {
   expect_null(bridge_schema(function(x) x))
   expect_null(bridge_schema(structure(list(terms = terms(fit)), class = "bridge_unknown"))) # levels lost
 })
+
+test_that("Date, POSIXct and difftime columns are typed from the data the model kept, tz and units too", {
+  d <- train
+  d$day <- as.Date("2024-01-01") + seq_len(nrow(d))
+  d$at <- as.POSIXct("2024-01-01 12:00", tz = "Europe/Berlin") + seq_len(nrow(d)) * 3600
+  d$gap <- as.difftime(seq_len(nrow(d)) / 2, units = "hours")
+  s <- bridge_schema(stats::lm(y ~ x1 + day + at + gap, data = d))
+  expect_equal(s[[2]], list(name = "day", type = "date", levels = NULL, ordered = FALSE))
+  expect_equal(s[[3]], list(name = "at", type = "datetime", levels = NULL, ordered = FALSE, tz = "Europe/Berlin"))
+  expect_equal(s[[4]], list(name = "gap", type = "difftime", levels = NULL, ordered = FALSE, units = "hours"))
+  d$at <- as.POSIXct(format(d$at), tz = "")
+  expect_identical(bridge_schema(stats::lm(y ~ at, data = d))[[1]]$tz, "UTC")
+})
+
+test_that("mixed models: fixed and grouping variables from the frame they keep", {
+  skip_if_not_installed("lme4")
+  s <- bridge_schema(lme4::lmer(y ~ x1 + (1 | f), data = train))
+  expect_identical(vapply(s, `[[`, "", "name"), c("x1", "f"))
+  expect_identical(s[[2]]$levels, c("b", "a", "c"))
+  l <- bridge_schema(nlme::lme(y ~ x1, random = ~ 1 | f, data = train))
+  expect_identical(vapply(l, `[[`, "", "type"), c("numeric", "factor"))
+})

@@ -160,3 +160,34 @@ test_that("svm: probabilities from a fit without them: e1071 warns, so an error,
   expect_error(bridge_score(fitted_model("svm_factor"), rows, list(probability = TRUE)),
                "trained using `probability = TRUE`")
 })
+
+test_that("MASS lda/qda: labels by default, posterior or x by predict_args type", {
+  m <- MASS::lda(cls ~ x1 + x2 + f, data = train)
+  expect_equal(bridge_score(m, rows), predict(m, rows)$class)
+  expect_equal(bridge_score(m, rows, list(type = "posterior")), predict(m, rows)$posterior)
+  expect_error(bridge_score(m, rows, list(type = "probs")), 'type must be one of "class", "posterior", "x"')
+  q <- MASS::qda(cls ~ x1 + x2, data = train)
+  expect_equal(bridge_score(q, rows), predict(q, rows)$class)
+})
+
+test_that("classifiers whose predict() gives probabilities by default answer labels", {
+  set.seed(3)
+  n <- nnet::nnet(cls ~ x1 + x2, data = train, size = 2, trace = FALSE)
+  expect_equal(bridge_score(n, rows), predict(n, rows, type = "class"))
+  expect_equal(bridge_score(n, rows, list(type = "raw")), predict(n, rows, type = "raw"))
+  r <- nnet::nnet(y ~ x1 + x2, data = train, size = 2, linout = TRUE, trace = FALSE)
+  expect_equal(bridge_score(r, rows), predict(r, rows))
+  skip_if_not_installed("caret")
+  k <- caret::knn3(cls ~ x1 + x2, data = train)
+  expect_equal(bridge_score(k, rows), predict(k, rows, type = "class"))
+})
+
+test_that("earth: one response is a vector; glmnet fails at load saying what score() to write", {
+  skip_if_not_installed("earth")
+  e <- earth::earth(y ~ x1 + x2, data = train)
+  expect_equal(bridge_score(e, rows), predict(e, rows)[, 1])
+  skip_if_not_installed("glmnet")
+  g <- glmnet::glmnet(as.matrix(train[, c("x1", "x2")]), train$y)
+  expect_match(score_problem(g, "g.R"),
+               'write score\\(model, newdata\\) in g.R, e.g. .*newx = as.matrix\\(newdata\\[, c\\("x1", "x2"\\)\\]\\), s = 0.01')
+})

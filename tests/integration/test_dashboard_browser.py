@@ -1,4 +1,5 @@
-"""The dashboard and /docs: figures (unit, no R), then the pages in a real headless Chromium.
+"""The dashboard and /docs pages in a real headless Chromium, against a real server (the
+figures behind them are tested in tests/unit/test_dashboard.py).
 
 The browser is Debian's chromium driven by Playwright for Python (never `playwright install`:
 there is no internet to download a browser build). Screenshots go to tests/.artifacts/.

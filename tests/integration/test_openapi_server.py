@@ -1,4 +1,6 @@
-"""The OpenAPI document: built from model schemas (unit), served, valid, and true (real server, R).
+"""The OpenAPI document served by a real server (R): valid, behind sign-in, and true (its
+examples score; schemathesis finds no server error). The document built from schemas alone is
+tested in tests/unit/test_openapi.py.
 
 schemathesis runs against its own server: it sends wrong passwords to /login, and the sign-in
 throttle would then lock 127.0.0.1 out of the shared server for a minute.
@@ -19,15 +21,6 @@ from openapi_spec_validator import validate
 from conftest import copy_models
 from serverproc import ADMIN, SCORER, Server
 
-CARS = {"name": "cars", "version": "abc123", "description": "mpg from weight", "state": "loaded",
-        "schema": {"columns": [
-            {"name": "wt", "type": "numeric", "levels": None, "na": False},
-            {"name": "cyl", "type": "factor", "levels": ["4", "6", "8"], "na": False},
-            {"name": "gear", "type": "factor", "levels": ["3", "4", "5"], "na": True, "ordered": True},
-            {"name": "n", "type": "integer", "levels": None, "na": True},
-            {"name": "am", "type": "logical", "levels": None, "na": False},
-            {"name": "note", "type": "character", "levels": None, "na": True}]}}
-LOOSE = {"name": "loose", "version": "1", "state": "loaded", "schema": {"columns": None}}
 
 
 # -- the real server ----------------------------------------------------------------------------------

@@ -1,8 +1,5 @@
-"""The dashboard and /docs: figures (unit, no R), then the pages in a real headless Chromium.
-
-The browser is Debian's chromium driven by Playwright for Python (never `playwright install`:
-there is no internet to download a browser build). Screenshots go to tests/.artifacts/.
-"""
+"""The dashboard's figures (no R): quantiles as Prometheus computes them, rates and percentiles
+over samples. The pages themselves are tested in a browser in tests/integration."""
 
 from __future__ import annotations
 
@@ -11,12 +8,7 @@ import pytest
 
 from rbridge.gateway import dashboard
 from rbridge.metrics import Metrics
-from serverproc import ROOT
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-quic", "--disable-gpu", "--headless"]
-ARTIFACTS = ROOT / "tests" / ".artifacts"
 
 
 # -- unit: figures ----------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """R Bridge: serve R models saved as .rds as a fast, secure, real-time REST service.
 
 The way of one POST /models/<name>/predict, file by file:
-    gateway/views_predict.py   the route: authenticate (gateway/auth.py), read the body, check the model
+    server/front_granian.py    the HTTP front (Rust) hands the request to the gateway's WSGI app
+    gateway/fastpath.py        scoring requests are answered here, before Flask (gateway/app.py)
+    gateway/views_predict.py   score(): authenticate (gateway/auth.py), read the body, check the model
     schema.py                  rows -> typed columns, every bad value a 422 naming column and row
     pool/pool.py               Pool.predict queues a Job (pool/jobs.py) and waits for it
     pool/slot.py               a slot's thread takes it (with same-model batch-mates) to its worker

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything R Bridge needs on a fresh Debian bookworm machine (as root), then
 #   bash scripts/dev.sh serve   serve the example models in ./models on http://127.0.0.1:8000
+#                               (more arguments go to `rbridge serve`, e.g. --port 9000; every
+#                               setting is also RBRIDGE_<NAME> in the environment)
 #   bash scripts/dev.sh test    run the whole test suite (R tests, Python tests, container test)
 # Re-running is cheap: installed pieces are skipped.
 set -euo pipefail
@@ -8,6 +10,9 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=${RBRIDGE_VENV:-$ROOT/.venv}
 
+# Python with its headers and a CA store (pip verifies PyPI against /etc/ssl/certs): rpy2 3.5.17
+# is built from source against R's and Python's headers; its cffi comes as a wheel.
+BASE_PACKAGES="python3 python3-venv python3-dev ca-certificates"
 # r-recommended: R's recommended packages (MASS, mgcv, nnet, survival, nlme, rpart, class, ...), which
 # --no-install-recommends leaves out of r-base-core, so that models from them load.
 R_PACKAGES="r-base-core r-base-dev r-recommended r-cran-randomforest r-cran-ranger r-cran-gbm r-cran-e1071
@@ -40,13 +45,13 @@ setup_python() {
 case "${1:-}" in
   serve)
     shift
-    need_apt $R_PACKAGES
+    need_apt $BASE_PACKAGES $R_PACKAGES
     setup_python r
     exec "$VENV/bin/rbridge" serve --models "$ROOT/models" "$@"
     ;;
   test)
     shift
-    need_apt $R_PACKAGES $TEST_PACKAGES
+    need_apt $BASE_PACKAGES $R_PACKAGES $TEST_PACKAGES
     setup_python "r,test"
     echo "==> R tests (tests/r)"
     Rscript tests/r/run.R

@@ -31,11 +31,37 @@ def make_users(path: Path) -> Path:
     return path
 
 
+def serve_command(python: str, models: Path, users_file: Path, port: int, *args: str) -> list:
+    return [python, "-m", "rbridge", "serve", "--models", str(models), "--users", str(users_file),
+            "--port", str(port), "--log-format", "json", *args]
+
+
+def server_env(extra: dict | None = None) -> dict:
+    """This environment without RBRIDGE_* settings (and without PYTHONPATH), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RBRIDGE_") and k != "PYTHONPATH"}
+    env.update(extra or {})
+    return env
+
+
+def serve_until_exit(models: Path, workdir: Path, *args: str, env: dict | None = None,
+                     python: str = sys.executable, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run `rbridge serve` that is expected to stop by itself (it fails at boot): exit code and
+    output. A server still running after `timeout` seconds is a test failure."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = serve_command(python, models, make_users(workdir / "users.json"), free_port(), *args)
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, env=server_env(env),
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"rbridge serve still running after {timeout} s:\n{exc.stdout}{exc.stderr}")
+
+
 class Server:
     """A running server; `url`, `log_text()`, `get/post` with admin or scorer credentials."""
 
     def __init__(self, models: Path, workdir: Path, *args: str, env: dict | None = None,
-                 wait_ready: bool = True, timeout: float = 90):
+                 wait_ready: bool = True, timeout: float = 90, python: str = sys.executable):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.users = self.workdir / "users.json"
@@ -44,13 +70,10 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.workdir / f"server-{self.port}.log"
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("RBRIDGE_")}
-        full_env.update(env or {})
-        cmd = [sys.executable, "-m", "rbridge", "serve", "--models", str(models), "--users",
-               str(self.users), "--port", str(self.port), "--log-format", "json", *args]
+        cmd = serve_command(python, models, self.users, self.port, *args)
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir,
-                                     env=full_env)
+                                     env=server_env(env))
         self.session = requests.Session()
         self.session.auth = ADMIN
         self.wait("/healthz", timeout)

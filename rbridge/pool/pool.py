@@ -28,6 +28,10 @@ log = logging.getLogger("bridge.pool")
 HEADROOM = 0.10           # fraction of the container's memory kept free when sizing the pool
 
 
+class RCannotStart(RuntimeError):
+    """The first worker answered StartFailed: R cannot start, so no worker ever will."""
+
+
 class Pool:
     """Starts the slots, owns the queue, and answers the app's questions."""
 
@@ -51,6 +55,8 @@ class Pool:
         if error is not None:
             code = first.kill()
             self.failed_reason = f"the first worker could not start: {describe_exit(code)} ({error})"
+            if first.start_failed is not None:   # the caller says it, once
+                raise RCannotStart(f"R cannot start, so no model can be served: {error}")
             log.error("pool: %s", self.failed_reason)
             raise RuntimeError(self.failed_reason)
         self.registry.record(first.generation, first.ready.models)

@@ -43,6 +43,7 @@ class Process:
         theirs.close()
         self.sock, self.pid, self.started = ours, self.popen.pid, time.monotonic()
         self.ready: protocol.Ready | None = None
+        self.start_failed: protocol.StartFailed | None = None   # instead of Ready: R cannot start
         protocol.send(self.sock, protocol.Load(specs))
 
     def kill(self, grace: float = KILL_GRACE) -> int | None:
@@ -70,7 +71,11 @@ def await_ready(proc: Process) -> str | None:
     try:
         if not select.select([proc.sock], [], [], START_TIMEOUT)[0]:
             return f"not ready after {START_TIMEOUT:g} s"
-        proc.ready = protocol.recv(proc.sock)
+        message = protocol.recv(proc.sock)
+        if isinstance(message, protocol.StartFailed):
+            proc.start_failed = message
+            return message.line()
+        proc.ready = message
         proc.loaded = frozenset(m.name for m in proc.ready.models if m.ok)
         return None
     except (EOFError, OSError) as exc:

@@ -9,6 +9,7 @@ column buffers (numpy arrays, lists of str) travel, never code.
 Conversation:
     gateway -> worker   Load(models)           once, right after start
     worker  -> gateway  Ready(pid, models)      every model loaded (or failed, with R's message)
+                        or StartFailed(...)     R cannot start at all; the worker exits EXIT_R_FAILED
     gateway -> worker   Score(batch_id, model, parts)
     worker  -> gateway  Scored(batch_id, outputs)   one Output or error dict per part, same order
     gateway -> worker   Stats()
@@ -68,6 +69,24 @@ class Ready:
     pid: int
     models: list                 # [ModelInfo]
     r_version: str = ""
+
+
+@dataclasses.dataclass
+class StartFailed:
+    """Instead of Ready: R cannot start in this worker, so no worker will serve a model.
+
+    missing is one of MISSING; message says what is missing and where it was looked for;
+    fix says how to install it. The gateway shows `line()` and stops (rbridge serve exits).
+    """
+    missing: str
+    message: str
+    fix: str
+
+    def line(self) -> str:
+        return f"{self.message}; {self.fix}"
+
+
+MISSING = ("rpy2", "R", "R code")   # StartFailed.missing: the Python package, R itself, the bridge's R
 
 
 @dataclasses.dataclass

@@ -2,6 +2,7 @@
 
 Drain on SIGTERM: /readyz answers 503 at once while connections are still accepted, in-flight
 and queued requests finish (up to --graceful-timeout), then the pool and the server stop.
+When R cannot start (lifecycle.EXIT_NO_R) the server closes and `rbridge serve` exits 3.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import time
 
 import waitress
 
-from rbridge.server.lifecycle import (InFlight, http_threads, record_signals, start_background,
-                                      wait_for_signal, wait_until_quiet)
+from rbridge.server.lifecycle import (EXIT_NO_R, InFlight, http_threads, record_signals,
+                                      start_background, wait_for_signal, wait_until_quiet)
 
 log = logging.getLogger("bridge.server")
+
+BOOT_FAILED = "boot-failed"   # put on the signal queue by the pool-start thread: R cannot start
 
 
 def serve(service) -> int:
@@ -34,9 +37,12 @@ def serve(service) -> int:
     threading.Thread(target=server.run, name="http", daemon=True).start()
     log.info("listening on http://%s:%s (%s HTTP threads); models: %s", settings.host, settings.port,
              threads, ", ".join(service.registry.names()) or "none")
-    start_background(service)
+    start_background(service, lambda: signals.put(BOOT_FAILED))
 
     signum = wait_for_signal(signals)
+    if signum == BOOT_FAILED:
+        server.close()
+        return EXIT_NO_R
     log.info("received %s: draining (up to %g s)", signal.Signals(signum).name, settings.graceful_timeout)
     pool.drain()
     busy = lambda: counted.count or len(server.task_dispatcher.queue) or len(pool.queue)  # noqa: E731

@@ -4,6 +4,10 @@ pool in the background, waiting for a signal, and the drain's wait for quiet.
 Signals: handlers only record the signal on a queue; the main thread acts on it (drain:
 /readyz turns 503, in-flight requests finish within --graceful-timeout, workers stop, exit 0),
 so Kubernetes rolling updates lose no request.
+
+A server with models to serve whose R cannot start at all (rpy2, R or the bridge's R code
+missing: the first worker says which) logs one line saying what to install and exits
+EXIT_NO_R, instead of staying up unready: the pool-start thread calls the front's boot_failed.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ import time
 from prometheus_client import start_http_server
 
 from rbridge.errors import ConfigError
+from rbridge.pool.pool import RCannotStart
 
 log = logging.getLogger("bridge.server")
+
+EXIT_NO_R = 3   # R cannot start: as gunicorn's WORKER_BOOT_ERROR, so both fronts exit with it
 
 
 class InFlight:
@@ -65,20 +72,28 @@ def http_threads(settings) -> int:
     return settings.threads or min(settings.queue_size + settings.workers + 8, 512)
 
 
-def start_background(service) -> None:
+def start_background(service, boot_failed) -> None:
     """The metrics port (if any) now; the pool and then the reloader in a thread of their own,
-    so the front listens at once (/healthz answers, /readyz says "starting")."""
+    so the front listens at once (/healthz answers, /readyz says "starting"). That thread calls
+    boot_failed() when R cannot start and there are models to serve."""
     settings, pool = service.settings, service.pool
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.host, registry=pool.metrics.registry)
     if pool.failed_reason is None:
-        threading.Thread(target=_start_pool, args=(service, time.monotonic()), name="pool-start",
-                         daemon=True).start()
+        threading.Thread(target=_start_pool, args=(service, time.monotonic(), boot_failed),
+                         name="pool-start", daemon=True).start()
 
 
-def _start_pool(service, started: float) -> None:
+def _start_pool(service, started: float, boot_failed) -> None:
     try:
         service.pool.start()
+    except RCannotStart as exc:
+        if service.registry.names():
+            log.critical("%s", exc)
+            boot_failed()
+        else:   # nothing to serve yet: stay up, /readyz says why
+            log.error("%s", exc)
+        return
     except Exception as exc:  # recorded in pool.failed_reason: /readyz shows it
         log.error("the pool could not start: %s", exc)
         return

@@ -3,9 +3,11 @@
 Lifecycle: the pool starts `python -m rbridge.worker --fd N ...` as a fresh process (never a fork
 of a process with R in it: a forked child shares R's temp directory and deletes it on exit).
 The worker raises its own oom_score_adj (so that the kernel's OOM killer takes a worker, not the
-gateway), applies the optional address-space limit, starts R, then waits for `Load`, loads every model, answers `Ready`, and serves `Score`
-and `Stats` messages until its socket closes. If R cannot start it exits with EXIT_R_FAILED so
-the pool knows respawning will not help.
+gateway), applies the optional address-space limit, starts R, then waits for `Load`, loads every
+model, answers `Ready`, and serves `Score` and `Stats` messages until its socket closes. If R
+cannot start (rpy2, R or the bridge's R code missing) it answers `StartFailed` instead of `Ready`,
+saying what is missing and how to install it, and exits with EXIT_R_FAILED so the pool knows
+respawning will not help.
 
 Threading: single-threaded. The main loop is the only code that touches R.
 """
@@ -41,14 +43,27 @@ def main(argv=None) -> int:
     if args.memory_limit:
         resource.setrlimit(resource.RLIMIT_AS, (args.memory_limit, args.memory_limit))
 
-    from rbridge.worker.rsession import RSession, set_thread_env
+    from rbridge.worker.rsession import RSession, StartError, set_thread_env
     set_thread_env()
     try:
         session = RSession(args.r_dir)
-    except Exception as exc:  # R, rpy2 or the bridge's R code cannot start: nothing to retry
-        log.error("R could not start in worker %s: %s", args.slot, exc)
+    except StartError as exc:  # rpy2, R or the bridge's R code is missing: nothing to retry
+        log.debug("R could not start in worker %s: %s", args.slot, exc)   # the gateway says it
+        _send_quietly(sock, exc.failure)
+        return protocol.EXIT_R_FAILED
+    except Exception as exc:
+        log.exception("R could not start in worker %s", args.slot)
+        _send_quietly(sock, protocol.StartFailed("R", f"R did not start: {exc}",
+                                                 "see the worker's traceback in the log"))
         return protocol.EXIT_R_FAILED
     return serve(sock, session)
+
+
+def _send_quietly(sock: socket.socket, message) -> None:
+    try:
+        protocol.send(sock, message)
+    except OSError:   # the gateway has gone: nobody to tell
+        pass
 
 
 def serve(sock: socket.socket, session) -> int:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -28,24 +30,45 @@ R_DIR = Path(__file__).resolve().parent / "r"   # the bridge's R code, shipped a
 INT_NA = np.iinfo(np.int32).min          # R's NA_integer_ (and NA for logicals)
 
 
+class StartError(Exception):
+    """R cannot start in this worker: `failure` (a protocol.StartFailed) says what is missing."""
+
+    def __init__(self, missing: str, message: str, fix: str):
+        self.failure = protocol.StartFailed(missing, message, fix)
+        super().__init__(self.failure.line())
+
+
 class RSession:
     def __init__(self, r_dir: Path | None = None, console=None):
-        import rpy2.rinterface as ri
-        import rpy2.rinterface_lib.callbacks as callbacks
-
+        """Start R and source the bridge's R code; raises StartError naming what is missing."""
+        r_dir = Path(r_dir or R_DIR)
+        r_files = sorted(r_dir.glob("*.R"))
+        if not r_files:
+            raise StartError("R code", f"the bridge's R code is missing: no *.R files in {r_dir}",
+                             "reinstall rbridge (pip install --force-reinstall rbridge: the package "
+                             "ships rbridge/worker/r/*.R), or point the r_dir setting at that folder")
+        ri, callbacks = _import_rpy2()
         self.ri = ri
         # R's console output goes to our log with the worker's name, not straight to stderr.
         write = console or (lambda text: log.info("R: %s", text.rstrip()))
         callbacks.consolewrite_print = lambda text: text.strip() and write(text)
         callbacks.consolewrite_warnerror = lambda text: text.strip() and write(text)
-        ri.initr_simple()
+        try:
+            ri.initr_simple()
+        except Exception as exc:
+            raise StartError("R", f"R did not start: {exc}", "check the R installation "
+                             "(R --version; apt-get install r-base-core)") from exc
         self.env = ri.baseenv["new.env"]()
         source = ri.baseenv["sys.source"]
-        for path in sorted(Path(r_dir or R_DIR).glob("*.R")):
-            source(str(path), envir=self.env)
-        fn = self.env.find
-        self._run, self._heap = fn("bridge_run"), fn("bridge_heap")
-        self._load, self._list = fn("bridge_load_safe"), ri.baseenv["list"]
+        try:
+            for path in r_files:
+                source(str(path), envir=self.env)
+            fn = self.env.find
+            self._run, self._heap = fn("bridge_run"), fn("bridge_heap")
+            self._load, self._list = fn("bridge_load_safe"), ri.baseenv["list"]
+        except Exception as exc:   # an R error while sourcing, or a bridge function not defined
+            raise StartError("R code", f"the bridge's R code in {r_dir} does not load: {exc}",
+                             "reinstall rbridge (pip install --force-reinstall rbridge)") from exc
         self.models: dict[str, _Loaded] = {}
         self.r_version = str(ri.baseenv["R.version.string"][0])
 
@@ -274,6 +297,35 @@ def _split(output: protocol.Output, sizes: list) -> list:
         outs.append(protocol.Output(output.kind, output.names, [v[start:start + n] for v in output.values]))
         start += n
     return outs
+
+
+def _import_rpy2():
+    """rpy2's low-level interface, or StartError saying whether rpy2 or R is what is missing."""
+    try:
+        import rpy2  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name != "rpy2":
+            raise
+        raise StartError("rpy2", f"rpy2 is not installed in {sys.prefix}",
+                         'install it: pip install "rbridge[r]" (it compiles against R: '
+                         "apt-get install r-base-dev python3-dev)") from None
+    # Where rpy2 will look for R: R_HOME (R's own variable), else `R RHOME` from the PATH.
+    r_home = os.environ.get("R_HOME")
+    if not r_home and shutil.which("R") is None:
+        raise StartError("R", "R is not installed: no R on the PATH and R_HOME is not set",
+                         "install it: apt-get install r-base-core")
+    if r_home and not (Path(r_home) / "library" / "base").is_dir():
+        raise StartError("R", f"R is not installed at R_HOME={r_home} (no library/base there)",
+                         "install it (apt-get install r-base-core) or set R_HOME to R's home "
+                         "(R RHOME prints it)")
+    try:
+        import rpy2.rinterface as ri
+        import rpy2.rinterface_lib.callbacks as callbacks
+    except Exception as exc:   # libR.so missing or not loadable, an rpy2 built for another R
+        raise StartError("R", f"rpy2 cannot load R: {exc}",
+                         "install R (apt-get install r-base-core), then rebuild rpy2: "
+                         'pip install --force-reinstall --no-cache-dir "rbridge[r]"') from exc
+    return ri, callbacks
 
 
 def set_thread_env() -> None:

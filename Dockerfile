@@ -9,8 +9,9 @@
 # (Debian package names; `apt-cache search r-cran-` lists them).
 
 # ---------------------------------------------------------------------------
-# builder: a venv at /opt/venv with the bridge and rpy2, which compiles against
-# R's headers. Compilers stay in this stage.
+# builder: a venv at /opt/venv with rpy2 (which compiles against R's headers) and
+# the bridge, installed from its wheel as a user installs it. Compilers and the
+# source tree stay in this stage.
 # ---------------------------------------------------------------------------
 FROM debian:bookworm-slim AS builder
 
@@ -29,21 +30,23 @@ ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
     PATH=/opt/venv/bin:$PATH
 RUN python3 -m venv /opt/venv
 
-WORKDIR /app
+WORKDIR /src
 # Dependencies first (read from pyproject.toml, with the [r] extra: rpy2), so a code
 # change does not rebuild rpy2.
-COPY pyproject.toml /app/
+COPY pyproject.toml /src/
 RUN python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["r"]))' > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt \
  && python3 -c 'import rpy2.rinterface'
 
-# The repository at /app, installed in place: the bridge finds its R code at /app/r.
-COPY . /app
-RUN pip install --no-deps -e /app \
- && python3 -m compileall -q /app/bridge
+# The bridge as a wheel (its R code and pages are package data), installed into the venv;
+# the check fails the build if the wheel lost its R code.
+COPY . /src
+RUN pip wheel --no-deps -w /tmp/dist /src \
+ && pip install --no-deps /tmp/dist/rbridge-*.whl \
+ && python3 -c 'from rbridge.worker.rsession import R_DIR; assert sorted(R_DIR.glob("*.R")), R_DIR'
 
 # ---------------------------------------------------------------------------
-# final: R, Python, the venv and the app; no compilers.
+# final: R, Python and the venv (the bridge is in it); no compilers, no source tree.
 # ---------------------------------------------------------------------------
 FROM debian:bookworm-slim
 
@@ -63,12 +66,11 @@ RUN apt-get update \
 # users file's folder: the server creates users.json and initial-admin-password there
 # when nothing is mounted over it.
 RUN groupadd --system --gid 10001 rbridge \
- && useradd --system --uid 10001 --gid rbridge --home-dir /app --no-create-home \
+ && useradd --system --uid 10001 --gid rbridge --home-dir /nonexistent --no-create-home \
         --shell /usr/sbin/nologin rbridge \
  && install -d -o rbridge -g rbridge -m 0750 /etc/rbridge
 
 COPY --from=builder /opt/venv /opt/venv
-COPY --from=builder /app /app
 # Example models; mount your own folder over /models, or bake models into a derived image:
 #   FROM rbridge
 #   COPY my-models/ /models/
@@ -84,7 +86,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     RBRIDGE_USERS=/etc/rbridge/users.json
 
 USER 10001:10001
-WORKDIR /app
+WORKDIR /
 EXPOSE 8000
 
 # Liveness of the gateway process (no curl in the image: Python's urllib).

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the R Bridge image with podman, run it, and check it end to end.
-#   Run 1, as `docker run rbridge`: no compilers in the image; /readyz; the HEALTHCHECK;
+#   Run 1, as `docker run rbridge`: no compilers and no source tree in the image (the bridge
+#     and its R code are in /opt/venv, installed from the wheel); /readyz; the HEALTHCHECK;
 #     every process runs as UID 10001; log in with the initial admin password the server
 #     wrote to /etc/rbridge; score every example model over HTTP (predictions of the right
 #     length, numbers or labels); SIGTERM -> exit code 0 well within the grace period.
@@ -78,6 +79,13 @@ step "checking the image has no compilers"
 podman run --rm --entrypoint sh "$IMAGE" -c 'for c in gcc cc g++ c++ gfortran make; do command -v $c; done; true' \
     >"$WORK/compilers" 2>>"$WORK/podman.log" || fail "could not run a shell in the image"
 [[ ! -s $WORK/compilers ]] || fail "compilers left in the final image: $(tr '\n' ' ' <"$WORK/compilers")"
+
+step "checking the bridge runs from the venv's wheel install, with no source tree beside it"
+where=$(podman run --rm --entrypoint sh "$IMAGE" -c \
+    'ls -d /app /src 2>/dev/null; python3 -c "import rbridge.worker.rsession as r; print(r.R_DIR, len(list(r.R_DIR.glob(\"*.R\"))))"' \
+    2>>"$WORK/podman.log") || fail "could not run python3 in the image"
+[[ $where =~ ^/opt/venv/lib/python3[0-9.]*/site-packages/rbridge/worker/r\ [1-9] ]] \
+    || fail "expected the R code in /opt/venv's rbridge and no /app or /src; got: $(tr '\n' ' ' <<<"$where")"
 
 run_args=()
 if ! compgen -G "$REPO/models/*.rds" >/dev/null; then

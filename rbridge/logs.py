@@ -9,7 +9,6 @@ to a logger: callers log user names, never passwords, tokens or keys.
 from __future__ import annotations
 
 import atexit
-import os
 import logging
 import logging.handlers
 import os
@@ -110,29 +109,6 @@ class _Writer(threading.Thread):
         self.join(5)
 
 
-_current: _Enqueue | None = None   # the root logger's front handler, once set up
-
-
-def flush() -> None:
-    """Write every queued line now and stop the writer (at exit; before os._exit, which runs
-    no atexit handler)."""
-    if _current is not None:
-        _current.writer.stop()
-
-
-def _restart_writer() -> None:
-    if _current is not None:
-        _current.writer = _Writer(_current.writer.records, _current.writer.handler)
-        _current.writer.start()
-
-
-# A forked child (gunicorn's gateway process) inherits no thread: it needs its own writer, or
-# nothing it logs is written. The writer is stopped before the fork, so that the child gets
-# neither lines the parent still had queued (written twice) nor a stream lock held by a writer
-# caught mid-write (a child that deadlocks on its first line); both sides then start a new one.
-os.register_at_fork(before=flush, after_in_parent=_restart_writer, after_in_child=_restart_writer)
-
-
 def setup_logging(fmt: str = "auto", worker=None, level=logging.INFO, stream=None) -> None:
     stream = stream or sys.stderr
     if fmt == "auto":
@@ -148,14 +124,19 @@ def setup_logging(fmt: str = "auto", worker=None, level=logging.INFO, stream=Non
             old.writer.stop()
     front.writer = _Writer(records, handler)
     front.writer.start()
-    global _current
-    if _current is None:
-        atexit.register(flush)   # write what is queued when the process exits
-    _current = front
+    atexit.register(front.writer.stop)   # write what is queued when the process exits
     root.handlers[:] = [front]
     root.setLevel(level)
     for noisy in ("waitress.queue", "urllib3", "rpy2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def flush() -> None:
+    """Write every queued line now and stop the writer: before os._exit, which runs no atexit
+    handler (the gunicorn gateway process ending at boot, R being unable to start)."""
+    for front in logging.getLogger().handlers:
+        if isinstance(front, _Enqueue):
+            front.writer.stop()
 
 
 def _writer_in_child() -> None:

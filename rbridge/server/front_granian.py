@@ -18,6 +18,8 @@ it. When it is quiet, or after ANNOUNCE seconds at most, the gateway tells main 
 main lets granian shut down: the listener closes (new connections are refused), idle
 connections are closed, requests already received finish (granian waits for them); the gateway
 then stops the pool, exits, and so does main, with 0, within --graceful-timeout.
+Boot failure. When R cannot start (lifecycle.EXIT_NO_R) the gateway sets a shared flag and ends;
+granian stops, and main returns EXIT_NO_R.
 """
 
 from __future__ import annotations
@@ -46,11 +48,13 @@ ANNOUNCE = 1.0             # seconds at most between the drain's start and closi
 # by the blocking threads instead; a connection waiting for a thread costs a Rust task, not one.
 CONNECTIONS = 16384
 HEADER_TIMEOUT_MS = 10_000 # time to send a request's headers
+_R_CANNOT_START = None     # a shared flag, made in main before the fork: the gateway sets it
 
 
 def serve(service) -> int:
-    global _SERVICE
+    global _SERVICE, _R_CANNOT_START
     _SERVICE = service
+    _R_CANNOT_START = multiprocessing.Value("b", 0)
     s = service.settings
     lifecycle.check_certificate(s)
     threads = lifecycle.http_threads(s)
@@ -66,7 +70,14 @@ def serve(service) -> int:
     log.info("listening on %s://%s:%s (granian, %s HTTP threads); models: %s",
              "https" if s.certfile else "http", s.host, s.port, threads,
              ", ".join(service.registry.names()) or "none")
-    server.serve(target_loader=_gateway_app, wrap_loader=False)
+    try:
+        server.serve(target_loader=_gateway_app, wrap_loader=False)
+    except SystemExit:
+        # The gateway ended at boot because R cannot start: granian exits 1, rbridge serve with
+        # EXIT_NO_R.
+        if _R_CANNOT_START.value:
+            return lifecycle.EXIT_NO_R
+        raise
     return 0
 
 
@@ -114,9 +125,14 @@ def _gateway_app():
     asked: queue.SimpleQueue = queue.SimpleQueue()
     signal.signal(signal.SIGUSR1, lambda signum, frame: asked.put(signum))
     threading.Thread(target=_drain, args=(service, counted, asked), name="drain", daemon=True).start()
-    lifecycle.start_background(service)
+    lifecycle.start_background(service, _boot_failed)
     log.info("gateway process %s serving (granian)", os.getpid())
     return counted
+
+
+def _boot_failed() -> None:
+    _R_CANNOT_START.value = 1
+    lifecycle.end_forked_gateway()
 
 
 def _drain(service, counted, asked: queue.SimpleQueue) -> None:

@@ -43,7 +43,6 @@ from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
-from rbridge import logs
 from rbridge.server import lifecycle
 
 log = logging.getLogger("bridge.tls")
@@ -157,7 +156,7 @@ class GatewayServer(BaseApplication):
 
         signal.signal(signal.SIGTERM, on_term)
         signal.siginterrupt(signal.SIGTERM, False)
-        lifecycle.start_background(self.service, _boot_failed)
+        lifecycle.start_background(self.service, lifecycle.end_forked_gateway)
         log.info("gateway process %s serving %s://%s:%s (%s threads); models: %s", os.getpid(),
                  "https" if self.tls else "http", self.settings.host, self.settings.port, self.threads,
                  ", ".join(self.service.registry.names()) or "none")
@@ -169,13 +168,6 @@ class GatewayServer(BaseApplication):
         log.info("gateway process %s exiting: stopping the R workers", os.getpid())
         self.pool.drain()
         self.pool.stop(timeout=5)
-
-
-def _boot_failed() -> None:
-    """From the pool-start thread: end this gateway process with gunicorn's WORKER_BOOT_ERROR
-    (3, lifecycle.EXIT_NO_R), so the arbiter stops with it too; the log line is written first."""
-    logs.flush()
-    os._exit(Arbiter.WORKER_BOOT_ERROR)
 
 
 def serve(service) -> int:

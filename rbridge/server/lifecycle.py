@@ -13,6 +13,7 @@ EXIT_NO_R, instead of staying up unready: the pool-start thread calls the front'
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
 import ssl
@@ -21,12 +22,13 @@ import time
 
 from prometheus_client import start_http_server
 
+from rbridge import logs
 from rbridge.errors import ConfigError
 from rbridge.pool.pool import RCannotStart
 
 log = logging.getLogger("bridge.server")
 
-EXIT_NO_R = 3   # R cannot start: as gunicorn's WORKER_BOOT_ERROR, so both fronts exit with it
+EXIT_NO_R = 3   # R cannot start: as gunicorn's WORKER_BOOT_ERROR, so every front exits with it
 
 
 class InFlight:
@@ -99,6 +101,14 @@ def _start_pool(service, started: float, boot_failed) -> None:
         return
     log.info("pool started in %.2f s", time.monotonic() - started)
     service.reloader.start()
+
+
+def end_forked_gateway() -> None:
+    """boot_failed for a front whose gateway is a forked process (granian, gunicorn): from the
+    pool-start thread, write the queued log lines, then end the process with EXIT_NO_R; the
+    front's main process exits with that code (gunicorn: its WORKER_BOOT_ERROR)."""
+    logs.flush()
+    os._exit(EXIT_NO_R)
 
 
 def record_signals(*signums) -> queue.Queue:

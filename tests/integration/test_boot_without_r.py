@@ -49,7 +49,7 @@ def assert_boot_exit(out, *expected: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("http_server", ["waitress", "gunicorn"])
+@pytest.mark.parametrize("http_server", ["granian", "waitress", "gunicorn"])
 def test_r_code_missing_exits_at_boot_naming_the_folder(tmp_path, http_server):
     empty = tmp_path / "no-r-code"
     empty.mkdir()

@@ -116,7 +116,7 @@ def stages(models: Path, n: int) -> dict:
 
 def app_in_process(n: int) -> dict:
     """The gateway app alone (fake pool, bearer token), on the fast path and on Flask's."""
-    from conftest import gateway_app
+    from gateway_fakes import gateway_app
     out = {}
     for fast in (True, False):
         with tempfile.TemporaryDirectory() as tmp:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from serverproc import ROOT, Server, rscript  # noqa: F401  (re-exported for tests)
+from serverproc import ROOT, Server, rscript
 
 CHAOS_R = r'''
 # A test model whose score() misbehaves on request: spin forever, eat memory, die, sleep.
@@ -62,12 +61,3 @@ def fixture_models(tmp_path_factory) -> Path:
                              text=True, timeout=300, env=env)
         assert out.returncode == 0, f"{script} failed:\n{out.stderr[-3000:]}"
     return d
-
-
-def copy_models(src: Path, dst: Path, names: list[str]) -> Path:
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        for ext in (".rds", ".R", ".json"):
-            if (src / f"{name}{ext}").exists():
-                shutil.copy(src / f"{name}{ext}", dst / f"{name}{ext}")
-    return dst

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -130,3 +131,12 @@ def rscript(code: str, timeout: float = 120) -> str:
     if out.returncode != 0:
         raise RuntimeError(f"Rscript failed:\n{out.stderr[-3000:]}")
     return out.stdout
+
+
+def copy_models(src: Path, dst: Path, names: list[str]) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        for ext in (".rds", ".R", ".json"):
+            if (src / f"{name}{ext}").exists():
+                shutil.copy(src / f"{name}{ext}", dst / f"{name}{ext}")
+    return dst

@@ -13,8 +13,7 @@ import time
 
 import pytest
 
-from conftest import copy_models
-from serverproc import ROOT, Server
+from serverproc import ROOT, Server, copy_models
 
 pytestmark = pytest.mark.r
 

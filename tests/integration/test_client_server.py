@@ -12,8 +12,7 @@ import types
 import pytest
 
 from rbridge.client import BridgeClientError, Client
-from conftest import copy_models
-from serverproc import ROOT, SCORER, Server
+from serverproc import ROOT, SCORER, Server, copy_models
 
 CARS_ROWS = [{"wt": 2.62, "hp": 110, "cyl": "6"}, {"wt": 3.215, "hp": 245, "cyl": "8"}]
 CARS_SCHEMA = [{"name": "wt", "type": "numeric"}, {"name": "hp", "type": "numeric"},

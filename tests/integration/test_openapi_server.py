@@ -18,8 +18,7 @@ import pytest
 import requests
 from openapi_spec_validator import validate
 
-from conftest import copy_models
-from serverproc import ADMIN, SCORER, Server
+from serverproc import ADMIN, SCORER, Server, copy_models
 
 
 

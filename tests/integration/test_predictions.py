@@ -20,8 +20,7 @@ import re
 
 import pytest
 
-from conftest import copy_models
-from serverproc import ROOT, Server
+from serverproc import ROOT, Server, copy_models
 
 pytestmark = pytest.mark.r
 CLASSES = ["lm", "glm_binomial", "rf_class", "rf_reg", "ranger_reg", "ranger_prob", "gbm_bernoulli",

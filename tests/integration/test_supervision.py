@@ -11,8 +11,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import copy_models
-from serverproc import ADMIN, Server
+from serverproc import ADMIN, Server, copy_models
 
 pytestmark = [pytest.mark.r, pytest.mark.slow]
 CARS_ROW = {"wt": 2.5, "hp": 110, "cyl": "6"}

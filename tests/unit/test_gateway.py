@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rbridge.errors import Overloaded, RError
-from conftest import gateway_app
+from gateway_fakes import gateway_app
 from serverproc import ADMIN, SCORER
 
 def basic(user):

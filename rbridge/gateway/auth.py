@@ -220,15 +220,20 @@ class Authenticator:
         """Check a password under the throttle; the same error and cost for unknown users."""
         self.store.refresh()
         attempt = self.throttle.keys(username if len(username) <= 64 else "(too long)", client)
-        self.throttle.check(attempt)
-        with self._hash_slots:
-            user = self.store.verify_password(username, password)
+        self.throttle.start(attempt)
+        try:
+            with self._hash_slots:
+                user = self.store.verify_password(username, password)
+        except BaseException:   # an error of the server's own, not a wrong password: counts against nobody
+            self.throttle.finish(attempt, failed=False)
+            raise
+        lockouts = self.throttle.finish(attempt, failed=user is None)
         if user is None:
             known = self.store.get(username) is not None
             fields = {"event": "auth_failed", "method": method, "client": client,
                       "user": username if known else None, "known_user": known}
             log.warning("failed sign-in", extra={"fields": fields})
-            for key, seconds in self.throttle.failure(attempt):
+            for key, seconds in lockouts:
                 log.warning("too many failed sign-ins: %s locked for %g s", key.split(":")[0], seconds,
                             extra={"fields": {**fields, "event": "auth_locked", "locked_seconds": seconds}})
             raise Unauthorized("wrong username or password", code="bad_credentials")

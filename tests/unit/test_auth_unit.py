@@ -323,3 +323,22 @@ def test_concurrent_basic_logins_hash_the_password_once(auth, monkeypatch):
         t.join()
     assert len(results) == 16 and all(u.name == "alice" for u in results)
     assert calls == ["alice"]
+
+
+def test_throttle_counts_an_attempt_when_it_starts():
+    """Attempts under way count: sixty guesses at once get no more checks than the limit."""
+    t = Throttle(clock=Clock())
+    attempt = t.keys("alice", "10.0.0.1")
+    for _ in range(5):
+        t.start(attempt)                                 # five checks running at once
+    with pytest.raises(TooManyAttempts) as err:
+        t.start(attempt)                                 # a sixth could not be told apart
+    assert err.value.headers["Retry-After"] == "1" and "at once" in err.value.message
+    assert t.finish(attempt, failed=False) == []         # a success (or the server's own error)
+    for _ in range(3):
+        assert t.finish(attempt, failed=True) == []
+    assert t.finish(attempt, failed=True) == []          # four failures: one more allowed
+    t.start(attempt)
+    assert t.finish(attempt, failed=True) == [("user:alice", 60.0)]
+    with pytest.raises(TooManyAttempts):
+        t.start(attempt)

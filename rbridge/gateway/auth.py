@@ -81,7 +81,7 @@ def _unverified_kid(token: str) -> str | None:
     head = token.split(".", 1)[0]
     try:
         header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
-    except ValueError:
+    except (ValueError, RecursionError):    # RecursionError: a header nested thousands deep
         return None
     kid = header.get("kid") if isinstance(header, dict) else None
     return kid if isinstance(kid, str) else None
@@ -162,7 +162,7 @@ class Authenticator:
         except jwt.ExpiredSignatureError:
             raise Unauthorized(f"the {what} has expired; sign in again at POST /login",
                                code="token_expired") from None
-        except jwt.InvalidTokenError:
+        except (jwt.InvalidTokenError, RecursionError):
             raise Unauthorized(f"the {what} is not valid; sign in again at POST /login",
                                code="invalid_token") from None
 

@@ -45,7 +45,7 @@ import jwt
 from rbridge.errors import ConfigError, Forbidden, Unauthorized
 from rbridge.gateway.keys import looks_like_key
 from rbridge.gateway.throttle import Throttle
-from rbridge.gateway.users import User, UserStore
+from rbridge.gateway.users import ROLES, User, UserStore
 
 log = logging.getLogger("bridge.auth")
 
@@ -152,6 +152,7 @@ class Authenticator:
 
     def issue(self, user: User, family: str | None = None) -> dict:
         """The body of POST /login (a new family) and POST /login/refresh (the same family)."""
+        check_role(user)
         now = int(time.time())
         family = family or secrets.token_urlsafe(12)
         return {"access_token": self._sign(user, AUDIENCE, self.token_ttl, now, family),
@@ -332,8 +333,17 @@ class Authenticator:
 
 
 def require_role(user: User, role: str) -> None:
+    check_role(user)
     if role == "admin" and user.role != "admin":
         raise Forbidden(f"user '{user.name}' has role '{user.role}'; this needs an admin")
+
+
+def check_role(user: User) -> None:
+    """A role the server does not define (a typo, "root") is refused, never taken for another."""
+    if user.role not in ROLES:
+        raise Forbidden(f"user '{user.name}' has role '{user.role}', which this server does not define "
+                        f"(roles: {', '.join(ROLES)}); ask an operator to fix the users file",
+                        code="unknown_role")
 
 
 # -- log redaction ---------------------------------------------------------------------------

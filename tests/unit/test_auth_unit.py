@@ -343,3 +343,15 @@ def test_throttle_counts_an_attempt_when_it_starts():
     assert t.finish(attempt, failed=True) == [("user:alice", 60.0)]
     with pytest.raises(TooManyAttempts):
         t.start(attempt)
+
+
+def test_users_file_checked_as_a_whole(users_file):
+    good = users.read_file(users_file)
+    record = good["users"]["alice"]
+    for damage, words in (({"keys": 5}, '"keys"'), ({"hash": 7}, '"hash"'), ({"hash": "plain"}, "argon2"),
+                          ({"role": ["admin"]}, '"role"'), ({"keys": [{"id": "k", "sha256": "zz"}]}, '"keys"')):
+        users_file.write_text(json.dumps({"users": {"alice": {**record, **damage}}}))
+        with pytest.raises(ValueError, match=words):
+            users.read_file(users_file)
+    users_file.write_text(json.dumps({"users": {"alice": {**record, "role": "root"}}}))
+    assert users.read_file(users_file)["users"]["alice"]["role"] == "root"   # refused at sign-in instead

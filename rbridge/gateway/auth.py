@@ -6,9 +6,10 @@ token they hold, on every replica that reads the same users file. POST /login gi
 access token (--token-ttl) and a refresh token (--refresh-token-ttl, another audience, so neither
 passes for the other). POST /login/refresh exchanges a refresh token for a new pair and revokes
 the old one; presenting a used refresh token again revokes every token descended from the same
-sign-in (its family, `fam`), since one of the two holders is a thief. POST /logout revokes one. Revocations are kept in memory by the replica that got
-them (`Revocations`): a refreshed or logged-out token still works on other replicas until it
-expires, while removing or re-passwording a user works everywhere.
+sign-in (its family, `fam`), since one of its two holders is a thief. POST /logout revokes one.
+Revocations are kept in memory by the replica that got them (`Revocations`): a refreshed or
+logged-out token still works on other replicas until it expires, while removing or
+re-passwording a user works everywhere.
 
 The signing key comes from --signing-key-file or RBRIDGE_SIGNING_KEY (the same Secret on every
 replica); the file may hold several keys, one per line, the first signing and the others still

@@ -90,11 +90,22 @@ def relay_stderr(stream, slot: int, json_lines: bool) -> None:
     out = sys.stderr.fileno()
     for line in iter(lambda: stream.readline(MAX_RELAYED_LINE), b""):
         if not json_lines or line.startswith(b"{") and _is_json_object(line):
-            os.write(out, line if line.endswith(b"\n") else line + b"\n")
+            _write_all(out, line if line.endswith(b"\n") else line + b"\n")
         elif line.strip():
             text = line.decode("utf-8", "replace").rstrip("\n")
             log.warning("%s", text, extra={"fields": {"worker": slot, "stream": "stderr"}})
     stream.close()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write it all; a gateway stderr that is gone drops the line (the relay must keep reading,
+    or a worker writing to a full pipe would hang)."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        pass
 
 
 def _is_json_object(line: bytes) -> bool:

@@ -20,7 +20,6 @@ import socket
 import sys
 import time
 
-from rbridge.errors import InvalidInput
 from rbridge.pool import protocol
 
 log = logging.getLogger("bridge.worker")
@@ -72,7 +71,7 @@ def serve(sock: socket.socket, session) -> int:
             return 0
         if isinstance(message, protocol.Score):
             started = time.perf_counter()
-            outputs, merged = _score(session, message)
+            outputs, merged = session.score(message.model, message.parts)
             protocol.send(sock, protocol.Scored(message.batch_id, outputs,
                                                 time.perf_counter() - started, merged))
         elif isinstance(message, protocol.Stats):
@@ -81,18 +80,6 @@ def serve(sock: socket.socket, session) -> int:
             protocol.send(sock, protocol.StatsReply(used, peak, maxrss))
         else:
             return protocol.EXIT_PROTOCOL
-
-
-def _score(session, message: protocol.Score) -> tuple[list, bool]:
-    """Score a batch; a failure in the bridge's own code (a value R's conversion refuses, say)
-    becomes every part's error, never the worker's death: a retry would only kill another."""
-    try:
-        return session.score(message.model, message.parts)
-    except Exception as exc:
-        log.exception("scoring %s failed in the bridge", message.model)
-        error = InvalidInput(f"the bridge could not pass the request to R ({type(exc).__name__}); "
-                             "the server log has the details", code="unconvertible_input").to_dict()
-        return [error] * len(message.parts), False
 
 
 def _load(session, spec: protocol.ModelSpec) -> protocol.ModelInfo:

@@ -295,9 +295,14 @@ def test_a_worker_answers_a_string_r_cannot_take_and_lives(models):
         good_columns, n = Schema(None).encode({"data": [{"a": "x"}]}, 10)
         protocol.send(ours, protocol.Score(1, "names", [bad]))
         answer = protocol.recv(ours)
-        assert answer.outputs[0]["status"] == 422, answer.outputs
+        assert answer.outputs[0]["status"] == 422 and answer.outputs[0]["error"]["code"] == "unconvertible_input"
         protocol.send(ours, protocol.Score(2, "names", [protocol.Part("good", n, good_columns)]))
         assert list(protocol.recv(ours).outputs[0].values[0]) == ["a"]
+        # merged with a batch-mate of the same columns: only the bad part fails
+        mate = protocol.Part("mate", 1, {"a": ("character", ["\udcff"])})
+        protocol.send(ours, protocol.Score(3, "names", [mate, protocol.Part("good", n, good_columns)]))
+        outputs = protocol.recv(ours).outputs
+        assert outputs[0]["error"]["code"] == "unconvertible_input" and list(outputs[1].values[0]) == ["a"]
         assert proc.poll() is None
     finally:
         ours.close()

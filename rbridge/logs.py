@@ -3,7 +3,9 @@
 `setup_logging` is called once per process. Request logs and pool events go through the
 standard `logging` module with their fields in `extra={"fields": {...}}`; the JSON formatter
 writes them as top-level keys. Workers tag every line with their slot. Secrets are never passed
-to a logger: callers log user names, never passwords, tokens or keys.
+to a logger: callers log user names, never passwords, tokens or keys. The text format escapes
+control characters in messages and fields (a decoded request path can hold a newline); JSON
+escapes them by itself.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import logging.handlers
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -43,16 +46,35 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_control(text: str) -> str:
+    """Control characters as escapes: a request path with %0a cannot start a forged log line."""
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(_escape_one, text)
+
+
+def _escape_one(match: re.Match) -> str:
+    c = match[0]
+    return _ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
+
+
 class TextFormatter(logging.Formatter):
+    """One line per record for people; the message and fields are escaped, a traceback follows."""
+
     def __init__(self, worker=None):
         prefix = f"worker[{worker}] " if worker is not None else ""
         super().__init__(f"%(asctime)s %(levelname)-5s {prefix}%(message)s", "%H:%M:%S")
 
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_control(record.message)
+        text = super().formatMessage(record)
         fields = getattr(record, "fields", None)
         if fields:
-            text += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+            text += " " + " ".join(f"{k}={escape_control(str(v))}" for k, v in fields.items())
         return text
 
 

@@ -11,7 +11,8 @@ a datetime as seconds since 1970-01-01 UTC (a string without an offset is read i
 null becomes NA, as R's predict() takes it, unless the column says "na": false (the user's
 <name>.json, or the worker for a class whose predict() fails on NA: then "na_reason" says why).
 Every problem is a 422 naming the column, the row, the value and what is allowed. Columns the
-model does not use are ignored.
+model does not use are ignored. A string or (without a schema) a column name holding NUL is
+refused: R would silently cut it short.
 
 Models without a schema (R keeps none and there is no <name>.json) get their types from the
 JSON values themselves, one type per column, never a silent cast to string.
@@ -39,9 +40,15 @@ class Schema:
         self.codes = {c["name"]: {lv: i + 1 for i, lv in enumerate(c["levels"])}
                       for c in columns or [] if c.get("levels")}
 
-    def encode(self, body, max_rows: int) -> tuple[dict, int]:
-        """Parsed JSON body -> ({column: (type, buffer)}, nrows)."""
+    def encode(self, body, max_rows: int, max_columns: int | None = None) -> tuple[dict, int]:
+        """Parsed JSON body -> ({column: (type, buffer)}, nrows).
+
+        More than `max_columns` columns (or than the schema has, if more) is a 413: without a
+        schema each one becomes a column of R's data frame, and 10^5 of them take R 20 s.
+        """
         values, nrows = _columns_of(body, max_rows)
+        if max_columns is not None:
+            _check_columns(values.width(), max(max_columns, len(self.columns or ())))
         if self.columns is None:
             return _infer(values, nrows), nrows
         out = {}
@@ -114,6 +121,12 @@ def _check_rows(nrows: int, max_rows: int) -> None:
                        "split the request", code="too_many_rows")
 
 
+def _check_columns(ncols: int, max_columns: int) -> None:
+    if ncols > max_columns:
+        raise TooLarge(f"{ncols} columns is more than this server takes in one request ({max_columns}, "
+                       "--max-columns); send only the columns the model uses", code="too_many_columns")
+
+
 class _Rows:
     """Values by column from a records body; a column missing from some rows is named with the row."""
 
@@ -133,6 +146,9 @@ class _Rows:
     def names(self) -> list:
         return _names_of_rows(self.rows)
 
+    def width(self) -> int:
+        return max(map(len, self.rows))
+
 
 class _Columns:
     """Values by column from a columnar body."""
@@ -145,6 +161,9 @@ class _Columns:
 
     def names(self) -> list:
         return list(self.columns)
+
+    def width(self) -> int:
+        return len(self.columns)
 
 
 def _names_of_rows(rows: list) -> list:
@@ -271,12 +290,22 @@ def _unknown_level(name, i, v, levels):
     return err
 
 
+def _nul(name: str, row: int | None = None):
+    where = f"column '{name}'" + (f", row {row}" if row is not None else "")
+    what = "a string" if row is not None else "the column name"
+    details = {"column": name, **({"row": row} if row is not None else {})}
+    return InvalidInput(f"{where}: {what} holds a NUL character (\\u0000), which R cannot keep "
+                        "(it would cut the string short)", code="nul_character", details=details)
+
+
 def _character(name, data, na, levels):
     allowed = set(levels) if levels else None
     for i, v in enumerate(data):
         if type(v) is str:
             if allowed is not None and v not in allowed:
                 raise _unknown_level(name, i, v, levels)
+            if "\0" in v:
+                raise _nul(name, i)
         elif v is None:
             if not _allows_na(na):
                 raise _null(name, i, na)
@@ -300,6 +329,8 @@ def _infer(values, nrows: int) -> dict:
     """No schema: one type per column from the JSON values; nulls are NA."""
     out = {}
     for name in values.names():
+        if "\0" in name:       # R would cut it short: "a\0" would become a second column "a"
+            raise _nul(name)
         data = values(name)
         kinds = {type(v) for v in data if v is not None}
         if kinds <= {int, float} and kinds:

@@ -75,6 +75,7 @@ FIELDS = [
     Field("queue_size", int, 64, "requests waiting for a worker before 429"),
     Field("max_body", parse_size, 10 << 20, "largest request body in bytes (413 above)"),
     Field("max_rows", int, 100_000, "most rows in one request (413 above)"),
+    Field("max_columns", int, 1_000, "most columns in one request (413 above)"),
     Field("graceful_timeout", float, 30.0, "seconds to finish in-flight requests on SIGTERM"),
     Field("http_server", str, "auto", "granian, waitress or gunicorn (auto: granian, for HTTP and HTTPS)"),
     Field("threads", int, 0, "HTTP server threads (0: sized from workers and queue)"),
@@ -118,6 +119,7 @@ class Settings:
     queue_size: int
     max_body: int
     max_rows: int
+    max_columns: int
     graceful_timeout: float
     http_server: str
     threads: int
@@ -244,6 +246,7 @@ def _validate(s: Settings) -> Settings:
     need(s.queue_size >= 1, "queue-size must be at least 1")
     need(s.max_body >= 1024, "max-body must be at least 1024 bytes")
     need(s.max_rows >= 1, "max-rows must be at least 1")
+    need(s.max_columns >= 1, "max-columns must be at least 1")
     need(s.graceful_timeout >= 0, "graceful-timeout must not be negative")
     need(s.threads >= 0, "threads must not be negative")
     need(s.reload_interval >= 0, "reload-interval must not be negative")

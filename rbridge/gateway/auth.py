@@ -5,9 +5,11 @@ fingerprint of the user's credential record: re-passwording or removing a user i
 token they hold, on every replica that reads the same users file. POST /login gives a short-lived
 access token (--token-ttl) and a refresh token (--refresh-token-ttl, another audience, so neither
 passes for the other). POST /login/refresh exchanges a refresh token for a new pair and revokes
-the old one; POST /logout revokes one. Revocations are kept in memory by the replica that got
-them (`Revocations`): a refreshed or logged-out token still works on other replicas until it
-expires, while removing or re-passwording a user works everywhere.
+the old one; presenting a used refresh token again revokes every token descended from the same
+sign-in (its family, `fam`), since one of its two holders is a thief. POST /logout revokes one.
+Revocations are kept in memory by the replica that got them (`Revocations`): a refreshed or
+logged-out token still works on other replicas until it expires, while removing or
+re-passwording a user works everywhere.
 
 The signing key comes from --signing-key-file or RBRIDGE_SIGNING_KEY (the same Secret on every
 replica); the file may hold several keys, one per line, the first signing and the others still
@@ -44,7 +46,7 @@ import jwt
 from rbridge.errors import ConfigError, Forbidden, Unauthorized
 from rbridge.gateway.keys import looks_like_key
 from rbridge.gateway.throttle import Throttle
-from rbridge.gateway.users import User, UserStore
+from rbridge.gateway.users import ROLES, User, UserStore
 
 log = logging.getLogger("bridge.auth")
 
@@ -81,10 +83,16 @@ def _unverified_kid(token: str) -> str | None:
     head = token.split(".", 1)[0]
     try:
         header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
-    except ValueError:
+    except (ValueError, RecursionError):    # RecursionError: a header nested thousands deep
         return None
     kid = header.get("kid") if isinstance(header, dict) else None
     return kid if isinstance(kid, str) else None
+
+
+def _family(claims: dict) -> str | None:
+    """The revocation id of the sign-in a token descends from (tokens of one /login share it)."""
+    family = claims.get("fam")
+    return f"fam:{family}" if isinstance(family, str) else None
 
 
 def key_id(key: bytes) -> str:
@@ -136,18 +144,21 @@ class Authenticator:
         self._lock = threading.Lock()
 
     # -- tokens ----------------------------------------------------------------------------
-    def _sign(self, user: User, audience: str, ttl: int, now: int) -> str:
+    def _sign(self, user: User, audience: str, ttl: int, now: int, family: str) -> str:
         claims = {"iss": ISSUER, "aud": audience, "sub": user.name, "role": user.role,
-                  "fp": user.fingerprint, "iat": now, "exp": now + ttl, "jti": secrets.token_urlsafe(16)}
+                  "fp": user.fingerprint, "iat": now, "exp": now + ttl, "jti": secrets.token_urlsafe(16),
+                  "fam": family}
         return jwt.encode(claims, self.keys[self.signing_kid], algorithm="HS256",
                           headers={"kid": self.signing_kid})
 
-    def issue(self, user: User) -> dict:
-        """The body of POST /login and POST /login/refresh."""
+    def issue(self, user: User, family: str | None = None) -> dict:
+        """The body of POST /login (a new family) and POST /login/refresh (the same family)."""
+        check_role(user)
         now = int(time.time())
-        return {"access_token": self._sign(user, AUDIENCE, self.token_ttl, now),
+        family = family or secrets.token_urlsafe(12)
+        return {"access_token": self._sign(user, AUDIENCE, self.token_ttl, now, family),
                 "token_type": "Bearer", "expires_in": self.token_ttl,
-                "refresh_token": self._sign(user, REFRESH_AUDIENCE, self.refresh_ttl, now),
+                "refresh_token": self._sign(user, REFRESH_AUDIENCE, self.refresh_ttl, now, family),
                 "refresh_expires_in": self.refresh_ttl}
 
     def _decode(self, token: str, audience: str, verify_exp: bool = True) -> dict:
@@ -162,7 +173,7 @@ class Authenticator:
         except jwt.ExpiredSignatureError:
             raise Unauthorized(f"the {what} has expired; sign in again at POST /login",
                                code="token_expired") from None
-        except jwt.InvalidTokenError:
+        except (jwt.InvalidTokenError, RecursionError):
             raise Unauthorized(f"the {what} is not valid; sign in again at POST /login",
                                code="invalid_token") from None
 
@@ -187,20 +198,26 @@ class Authenticator:
                 if len(self._verified) >= TOKEN_CACHE_MAX:
                     self._verified.clear()
                 self._verified[digest] = claims
-        if claims["jti"] in self.revoked:
-            raise Unauthorized("the token was revoked (logged out); sign in again", code="token_revoked")
+        if claims["jti"] in self.revoked or _family(claims) in self.revoked:
+            raise Unauthorized("the token was revoked (logged out, or its sign-in's refresh token was "
+                               "used twice); sign in again", code="token_revoked")
         return self._holder(claims)
 
     def refresh(self, refresh_token: str) -> dict:
         """A new pair for a refresh token, which stops working (rotation)."""
         claims = self._decode(refresh_token, REFRESH_AUDIENCE)
         user = self._holder(claims)
-        if not self.revoked.add(claims["jti"], claims["exp"]):
-            log.warning("a used or revoked refresh token was presented",
+        family = _family(claims)
+        if family in self.revoked or not self.revoked.add(claims["jti"], claims["exp"]):
+            # Used twice: the thief or the owner holds the newer pair, and which is unknowable, so
+            # every token of that sign-in stops working (until the newest could have expired).
+            if family:
+                self.revoked.add(family, time.time() + self.refresh_ttl)
+            log.warning("a used or revoked refresh token was presented; its sign-in is revoked",
                         extra={"fields": {"event": "refresh_reused", "user": user.name}})
             raise Unauthorized("the refresh token was already used or revoked; sign in again",
                                code="token_revoked")
-        return self.issue(user)
+        return self.issue(user, claims.get("fam"))
 
     def logout(self, refresh_token: str, access_token: str | None = None) -> str:
         """Revoke a refresh token (and the access token sent with it) on this replica."""
@@ -220,15 +237,20 @@ class Authenticator:
         """Check a password under the throttle; the same error and cost for unknown users."""
         self.store.refresh()
         attempt = self.throttle.keys(username if len(username) <= 64 else "(too long)", client)
-        self.throttle.check(attempt)
-        with self._hash_slots:
-            user = self.store.verify_password(username, password)
+        self.throttle.start(attempt)
+        try:
+            with self._hash_slots:
+                user = self.store.verify_password(username, password)
+        except BaseException:   # an error of the server's own, not a wrong password: counts against nobody
+            self.throttle.finish(attempt, failed=False)
+            raise
+        lockouts = self.throttle.finish(attempt, failed=user is None)
         if user is None:
             known = self.store.get(username) is not None
             fields = {"event": "auth_failed", "method": method, "client": client,
                       "user": username if known else None, "known_user": known}
             log.warning("failed sign-in", extra={"fields": fields})
-            for key, seconds in self.throttle.failure(attempt):
+            for key, seconds in lockouts:
                 log.warning("too many failed sign-ins: %s locked for %g s", key.split(":")[0], seconds,
                             extra={"fields": {**fields, "event": "auth_locked", "locked_seconds": seconds}})
             raise Unauthorized("wrong username or password", code="bad_credentials")
@@ -312,8 +334,17 @@ class Authenticator:
 
 
 def require_role(user: User, role: str) -> None:
+    check_role(user)
     if role == "admin" and user.role != "admin":
         raise Forbidden(f"user '{user.name}' has role '{user.role}'; this needs an admin")
+
+
+def check_role(user: User) -> None:
+    """A role the server does not define (a typo, "root") is refused, never taken for another."""
+    if user.role not in ROLES:
+        raise Forbidden(f"user '{user.name}' has role '{user.role}', which this server does not define "
+                        f"(roles: {', '.join(ROLES)}); ask an operator to fix the users file",
+                        code="unknown_role")
 
 
 # -- log redaction ---------------------------------------------------------------------------

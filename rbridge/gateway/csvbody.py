@@ -1,7 +1,9 @@
 """CSV request bodies (Content-Type: text/csv) -> the columnar JSON shape the bridge reads.
 
 A header line of column names, then one line per row (the csv module's default dialect: commas,
-double quotes; a first column without a name is R's row names and is dropped). The result is {"columns": {name: [values]}}, which then goes through the same
+double quotes; a first column without a name is R's row names and is dropped), in UTF-8 (the
+default), UTF-16 or Latin-1: any other charset is a 400, since codecs like unicode_escape or utf-7
+turn bytes into lone surrogates that no R string can hold. The result is {"columns": {name: [values]}}, which then goes through the same
 validation as JSON (validate.py), so every problem is reported the same way. Values are converted
 by the model's schema: numbers for numeric and integer columns, true/false (any case) for
 logical, the text itself for factor and character; an empty field or NA is null. A value that
@@ -56,14 +58,23 @@ def parse(data: bytes, columns: list | None, charset: str | None = None) -> dict
     return {"columns": out}
 
 
+# Only charsets that decode to strings R can hold: codecs such as unicode_escape or utf-7 make
+# lone surrogates out of the bytes, and rot13 or zlib are not character encodings at all.
+# Keys are Python's canonical codec names; UTF-8 may start with a byte-order mark (spreadsheets).
+CHARSETS = {"utf-8": "utf-8-sig", "utf-16": "utf-16", "utf-16-le": "utf-16-le", "utf-16-be": "utf-16-be",
+            "iso8859-1": "latin-1"}
+
+
 def _decode(data: bytes, charset: str | None) -> str:
-    encoding = (charset or "utf-8").strip().lower()
+    name = (charset or "utf-8").strip().lower()
     try:
-        codecs.lookup(encoding)
+        canonical = codecs.lookup(name).name
     except LookupError:
-        raise BadRequest(f"unknown charset {charset!r}; send UTF-8") from None
-    if encoding in ("utf-8", "utf8"):
-        encoding = "utf-8-sig"                     # spreadsheets often start with a byte-order mark
+        canonical = None
+    encoding = CHARSETS.get(canonical)
+    if encoding is None:
+        raise BadRequest(f"unsupported charset {charset!r}; send UTF-8 (or UTF-16, or Latin-1)",
+                         code="unsupported_charset")
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as exc:

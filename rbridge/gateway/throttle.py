@@ -6,6 +6,9 @@ from many addresses, and per client address, so one address cannot try many acco
 limit (by default 5 failures a minute for a user, 20 for an address) the key is locked and every
 password attempt on it is answered 429 with Retry-After, before any hash is computed, even
 when the password is right (otherwise the lockout would tell a guesser which guess was right).
+An attempt counts from the moment it starts: while attempts under way could reach the limit if
+they all failed, a further one is refused (429, Retry-After: 1), so guesses sent all at once get
+no more hashes than guesses sent one by one.
 Each further lockout of the same key lasts twice as long (1 min, 2, 4, ... at most 15 min);
 a user's count is cleared when they sign in. Tokens and API keys are not throttled: they cannot
 be guessed, and a user locked out by someone guessing their password keeps working with them.
@@ -32,20 +35,21 @@ from rbridge.errors import Overloaded
 class TooManyAttempts(Overloaded):
     code = "too_many_attempts"
 
-    def __init__(self, retry_after: float):
+    def __init__(self, retry_after: float, what: str = "too many failed sign-in attempts"):
         seconds = max(1, math.ceil(retry_after))
-        super().__init__(f"too many failed sign-in attempts; try again in {seconds} s",
+        super().__init__(f"{what}; try again in {seconds} s",
                          headers={"Retry-After": str(seconds)}, details={"retry_after": seconds})
 
 
 class _Entry:
-    __slots__ = ("failures", "locked_until", "strikes", "last")
+    __slots__ = ("failures", "locked_until", "strikes", "last", "pending")
 
     def __init__(self):
         self.failures: list[float] = []
         self.locked_until = 0.0
         self.strikes = 0
         self.last = 0.0
+        self.pending = 0          # attempts started and not finished (their hash is running)
 
 
 class Throttle:
@@ -72,19 +76,51 @@ class Throttle:
         if wait > 0:
             raise TooManyAttempts(wait)
 
+    def start(self, keys: list[str]) -> None:
+        """An attempt begins: refused (TooManyAttempts) when a key is locked, or when the attempts
+        already under way could lock it if they all failed; else it counts as under way until
+        `finish`. Counting at the start is what stops 60 guesses sent at once from all being
+        checked before the first failure is known."""
+        now = self.clock()
+        with self._lock:
+            entries = [self._entry(key, now) for key in keys]
+            wait = max((e.locked_until - now for e in entries), default=0.0)
+            if wait > 0:
+                raise TooManyAttempts(wait)
+            for key, e in zip(keys, entries):
+                recent = sum(1 for t in e.failures if now - t < self.window)
+                if e.pending and recent + e.pending >= self.limits[key.split(":", 1)[0]]:
+                    raise TooManyAttempts(1, "too many sign-in attempts at once")
+            for e in entries:
+                e.pending += 1
+
+    def finish(self, keys: list[str], failed: bool) -> list[tuple[str, float]]:
+        """The attempt `start` admitted ended; a failure counts (returns the lockouts it began).
+        Not failed covers both a success and a failure of the server's own (not the client's)."""
+        with self._lock:
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is not None and entry.pending:
+                    entry.pending -= 1
+        return self.failure(keys) if failed else []
+
+    def _entry(self, key: str, now: float) -> _Entry:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = _Entry()
+            self._trim()
+        else:
+            self._entries.move_to_end(key)
+        entry.last = now
+        return entry
+
     def failure(self, keys: list[str]) -> list[tuple[str, float]]:
         """Count a failure; returns the (key, seconds) lockouts it started."""
         now = self.clock()
         started = []
         with self._lock:
             for key in keys:
-                entry = self._entries.get(key)
-                if entry is None:
-                    entry = self._entries[key] = _Entry()
-                    self._trim()
-                else:
-                    self._entries.move_to_end(key)
-                entry.last = now
+                entry = self._entry(key, now)
                 if now - entry.locked_until > self.forget_after:
                     entry.strikes = 0
                 entry.failures = [t for t in entry.failures if now - t < self.window]

@@ -5,7 +5,10 @@ Format (JSON, mode 0600, written atomically):
 Passwords are stored only as salted, slow argon2id hashes (argon2-cffi). API keys are long
 random strings, so they are stored as SHA-256 digests. The file may be mounted read-only from a
 Kubernetes Secret: `UserStore` checks it on every authenticated request (one stat) and re-reads
-it when it changed, so edits and revocations apply on the next request, without a restart.
+it when it changed, so edits and revocations apply on the next request, without a restart. A
+file that does not check out as a whole (wrong JSON, a field of the wrong type, a hash that is
+not argon2's), or that disappears, is not applied: the last good one keeps serving and the log
+says why. A user whose role the server does not define is refused (403), never taken as a scorer.
 The CLI edits it under an exclusive lock (`editing`), so two edits at once do not lose one.
 """
 
@@ -24,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from rbridge.settings import NAME_RE
@@ -37,6 +40,7 @@ INITIAL_PASSWORD_FILE = "initial-admin-password"
 
 
 def read_file(path: Path) -> dict:
+    """The parsed users file, checked as a whole (ValueError says what is wrong and where)."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -45,7 +49,39 @@ def read_file(path: Path) -> dict:
         raise ValueError(f"users file {path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("users"), dict):
         raise ValueError(f'users file {path} must hold {{"users": {{name: {{"role", "hash"}}}}}}')
+    for name, record in data["users"].items():
+        problem = _record_problem(record)
+        if problem:
+            raise ValueError(f"users file {path}: user {name!r}: {problem}")
     return data
+
+
+def _record_problem(record) -> str | None:
+    """What is wrong with one user's record (types only: an unknown role is refused at sign-in)."""
+    if not isinstance(record, dict):
+        return 'must be an object {"role", "hash", "keys"}'
+    if not isinstance(record.get("role", "scorer"), str):
+        return '"role" must be a string'
+    stored = record.get("hash")
+    if not isinstance(stored, str):
+        return '"hash" must be a string (an argon2 hash)'
+    try:
+        extract_parameters(stored)
+    except InvalidHashError:
+        return '"hash" is not an argon2 hash (set the password again: rbridge user passwd)'
+    keys = record.get("keys", [])
+    if not isinstance(keys, list) or not all(
+            isinstance(k, dict) and isinstance(k.get("id"), str) and isinstance(k.get("sha256"), str)
+            and _is_digest(k["sha256"]) for k in keys):
+        return '"keys" must be a list of {"id", "sha256", ...} (as rbridge key create writes them)'
+    return None
+
+
+def _is_digest(text: str) -> bool:
+    try:
+        return len(bytes.fromhex(text)) == 32
+    except ValueError:
+        return False
 
 
 def write_file(path: Path, data: dict) -> None:
@@ -166,8 +202,14 @@ class UserStore:
 
     def reload(self) -> None:
         stamp = self._stat()
+        if stamp is None and self._stamp is not None:
+            raise ValueError(f"users file {self.path} is gone")   # keep the last good one
         data = read_file(self.path)
         index = KeyIndex(data["users"])
+        for name, record in data["users"].items():
+            if record.get("role", "scorer") not in ROLES:
+                log.error("users file %s: user %r has role %r, which this server does not define "
+                          "(%s): that user is refused", self.path, name, record["role"], ", ".join(ROLES))
         with self._lock:
             self.users, self.keys = data["users"], index
             self._stamp = stamp
@@ -208,8 +250,8 @@ class UserStore:
         known = isinstance(stored, str)
         try:
             HASHER.verify(stored if known else _DUMMY_HASH, password)
-        except (VerificationError, InvalidHashError):
-            return None
+        except VerificationError:
+            return None     # InvalidHashError is the server's fault, not a failed guess: it raises
         return self.get(name) if known else None
 
 

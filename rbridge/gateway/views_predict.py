@@ -37,7 +37,7 @@ def score(p, call, name: str, data: bytes, mimetype: str, charset: str | None) -
             f"model '{name}' is not loaded: {registry.describe(name)['error'] or 'still loading'}",
             code="model_not_loaded")
     body = csvbody.parse(data, info.schema, charset) if mimetype == "text/csv" else parse_json(data)
-    columns, nrows = registry.schema(info).encode(body, p.settings.max_rows)
+    columns, nrows = registry.schema(info).encode(body, p.settings.max_rows, p.settings.max_columns)
     call.rows = nrows
     job = p.pool.predict(name, protocol.Part(call.request_id, nrows, columns), registry.timeout_for(name))
     call.version, call.worker = job.version, job.slot

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from rbridge.errors import BadRequest
-from rbridge.gateway.bodies import json_body
+from rbridge.gateway.bodies import SIGN_IN_MAX_BODY, json_body
 from rbridge.gateway.context import client, json_response, parts
 
 bp = Blueprint("signin", __name__)
@@ -13,7 +13,7 @@ bp = Blueprint("signin", __name__)
 
 @bp.post("/login")
 def login():
-    body = json_body()
+    body = json_body(SIGN_IN_MAX_BODY)
     if not isinstance(body, dict) or not isinstance(body.get("username"), str) \
             or not isinstance(body.get("password"), str):
         raise BadRequest('send {"username": "...", "password": "..."}')
@@ -35,7 +35,7 @@ def logout():
 
 
 def _refresh_token() -> str:
-    body = json_body()
+    body = json_body(SIGN_IN_MAX_BODY)
     token = body.get("refresh_token") if isinstance(body, dict) else None
     if not isinstance(token, str) or not token:
         raise BadRequest('send {"refresh_token": "..."} (from POST /login)')

@@ -38,6 +38,7 @@ def main(argv=None) -> int:
 
     from rbridge.logs import setup_logging
     setup_logging(args.log_format, worker=args.slot)
+    sys.excepthook = lambda *exc: log.critical("the worker failed", exc_info=exc)   # one record, not raw lines
     sock = socket.socket(fileno=args.fd)
     _protect_gateway()
     if args.memory_limit:

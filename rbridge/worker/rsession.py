@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rbridge.pool import protocol
-from rbridge.errors import RError, Unavailable
+from rbridge.errors import InvalidInput, RError, Unavailable
 
 log = logging.getLogger("bridge.worker")
 
@@ -127,14 +127,17 @@ class RSession:
 
     def _score_columns(self, model: "_Loaded", columns: dict, nrows: int):
         ri = self.ri
-        if model.columns:
-            names, r_names, r_levels, r_ordered = model.columns, model.r_names, model.r_levels, model.r_ordered
-        else:  # no schema: the request's own columns, types checked by the gateway
-            names = list(columns)
-            r_names = ri.StrSexpVector(names)
-            r_levels = ri.ListSexpVector([ri.NULL] * len(names))
-            r_ordered = ri.BoolSexpVector([False] * len(names))
-        vectors = [_to_r(ri, *columns[col]) for col in names]
+        try:
+            if model.columns:
+                names, r_names, r_levels, r_ordered = model.columns, model.r_names, model.r_levels, model.r_ordered
+            else:  # no schema: the request's own columns, types checked by the gateway
+                names = list(columns)
+                r_names = _strings(ri, names)
+                r_levels = ri.ListSexpVector([ri.NULL] * len(names))
+                r_ordered = ri.BoolSexpVector([False] * len(names))
+            vectors = [_to_r(ri, *columns[col]) for col in names]
+        except InvalidInput as exc:     # this part's error: batch-mates are scored without it
+            return exc.to_dict()
         out = self._run(model.loaded, ri.ListSexpVector(vectors), r_names, r_levels, r_ordered,
                         ri.IntSexpVector([nrows]), model.r_types, model.r_zone)
         if not bool(out[0][0]):
@@ -184,9 +187,29 @@ def _to_r(ri, kind: str, buf):
         na = ri.NA_Logical
         return ri.BoolSexpVector([na if v is None else v for v in buf])
     if kind == "character":
-        na = ri.NA_Character
-        return ri.StrSexpVector([na if v is None else v for v in buf])
+        return _strings(ri, buf)
     raise ValueError(f"unknown column type {kind}")
+
+
+def _strings(ri, values):
+    """A STRSXP (None is NA). A string R cannot hold, with a lone surrogate, is the request's
+    error: the gateway lets none through, and this is the last line before the worker dies."""
+    na = ri.NA_Character
+    try:
+        return ri.StrSexpVector([na if v is None else v for v in values])
+    except ValueError:      # rpy2 wraps the UnicodeEncodeError
+        if all(v is None or _encodable(v) for v in values):
+            raise
+        raise InvalidInput("a string in the request is not valid Unicode (a lone surrogate); R cannot "
+                           "hold it", code="unconvertible_input") from None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _copy_out(vec, dtype) -> np.ndarray:

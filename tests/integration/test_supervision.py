@@ -133,7 +133,7 @@ def test_max_requests_recycles_without_failing_requests(small_models, tmp_path):
         assert results == [200] * len(results)
 
 
-def test_broken_model_leaves_others_serving_and_readyz_explains(small_models, tmp_path):
+def test_broken_model_leaves_others_serving_and_status_explains(small_models, tmp_path):
     models = copy_models(small_models, tmp_path / "m", ["cars"])
     (models / "broken.rds").write_bytes(b"this is not an rds file")
     (models / "badscript.rds").write_bytes((small_models / "cars.rds").read_bytes())
@@ -141,15 +141,16 @@ def test_broken_model_leaves_others_serving_and_readyz_explains(small_models, tm
     with Server(models, tmp_path, "--workers", "1", wait_ready=False) as s:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            ready = requests.get(s.url + "/readyz", timeout=5)
-            if ready.json()["models"]["cars"]["state"] == "loaded":
+            states = {m["name"]: m for m in s.get("/models").json()["models"]}
+            if states["cars"]["state"] == "loaded":
                 break
             time.sleep(0.1)
-        assert ready.status_code == 503
-        body = ready.json()
-        assert body["models"]["broken"]["state"] == "failed" and body["models"]["broken"]["error"]
-        assert body["models"]["badscript"]["state"] == "failed"
-        assert "badscript" in body["reason"] and "broken" in body["reason"]
+        ready = requests.get(s.url + "/readyz", timeout=5)
+        assert ready.status_code == 503 and ready.json() == {"ready": False, "reason": "model(s) failed to load"}
+        assert states["broken"]["state"] == "failed" and states["broken"]["error"]
+        assert states["badscript"]["state"] == "failed"
+        reason = s.get("/status").json()["ready"]["reason"]              # the details need an admin
+        assert "badscript" in reason and "broken" in reason
         assert s.predict("cars", [CARS_ROW]).status_code == 200
         r = s.predict("broken", [CARS_ROW])
         assert r.status_code == 503 and r.json()["error"]["code"] == "model_not_loaded"

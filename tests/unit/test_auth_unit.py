@@ -216,7 +216,8 @@ def test_refresh_rotates_and_logout_revokes(auth):
         auth.refresh(second["refresh_token"])
     with pytest.raises(Unauthorized):
         auth.verify_token(second["access_token"])          # sent along with the logout
-    assert auth.verify_token(pair["access_token"]).name == "alice"
+    with pytest.raises(Unauthorized):
+        auth.verify_token(pair["access_token"])            # its refresh token was reused: all revoked
 
 
 def test_api_keys_as_bearer_and_header(auth, users_file):
@@ -323,3 +324,34 @@ def test_concurrent_basic_logins_hash_the_password_once(auth, monkeypatch):
         t.join()
     assert len(results) == 16 and all(u.name == "alice" for u in results)
     assert calls == ["alice"]
+
+
+def test_throttle_counts_an_attempt_when_it_starts():
+    """Attempts under way count: sixty guesses at once get no more checks than the limit."""
+    t = Throttle(clock=Clock())
+    attempt = t.keys("alice", "10.0.0.1")
+    for _ in range(5):
+        t.start(attempt)                                 # five checks running at once
+    with pytest.raises(TooManyAttempts) as err:
+        t.start(attempt)                                 # a sixth could not be told apart
+    assert err.value.headers["Retry-After"] == "1" and "at once" in err.value.message
+    assert t.finish(attempt, failed=False) == []         # a success (or the server's own error)
+    for _ in range(3):
+        assert t.finish(attempt, failed=True) == []
+    assert t.finish(attempt, failed=True) == []          # four failures: one more allowed
+    t.start(attempt)
+    assert t.finish(attempt, failed=True) == [("user:alice", 60.0)]
+    with pytest.raises(TooManyAttempts):
+        t.start(attempt)
+
+
+def test_users_file_checked_as_a_whole(users_file):
+    good = users.read_file(users_file)
+    record = good["users"]["alice"]
+    for damage, words in (({"keys": 5}, '"keys"'), ({"hash": 7}, '"hash"'), ({"hash": "plain"}, "argon2"),
+                          ({"role": ["admin"]}, '"role"'), ({"keys": [{"id": "k", "sha256": "zz"}]}, '"keys"')):
+        users_file.write_text(json.dumps({"users": {"alice": {**record, **damage}}}))
+        with pytest.raises(ValueError, match=words):
+            users.read_file(users_file)
+    users_file.write_text(json.dumps({"users": {"alice": {**record, "role": "root"}}}))
+    assert users.read_file(users_file)["users"]["alice"]["role"] == "root"   # refused at sign-in instead

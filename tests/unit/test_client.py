@@ -74,7 +74,8 @@ def test_csv_charset_and_errors():
     assert csvbody.parse("name\nJosé\n".encode("latin-1"), None, "ISO-8859-1") == {"columns": {"name": ["José"]}}
     for data, charset, words in ((b"", None, "no body"), (b"\n\n", None, "no header"),
                                  (b"a,a\n1,2\n", None, "repeated"), (b"a,b\n1\n", None, "line 2 has 1"),
-                                 (b"a\n\xff\n", None, "not valid"), (b"a\n1\n", "klingon", "unknown charset"),
+                                 (b"a\n\xff\n", None, "not valid"), (b"a\n1\n", "klingon", "unsupported charset"),
+                                 (b"a\n\\ud800\n", "unicode_escape", "unsupported charset"),
                                  (b'a,b\n"1,2\n', None, "not valid CSV")):
         with pytest.raises(BadRequest, match=words):
             csvbody.parse(data, None, charset)

@@ -18,8 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import copy_models
-from serverproc import ADMIN, SCORER, Server, rscript
+from serverproc import ADMIN, SCORER, Server, copy_models, rscript
 
 pytestmark = [pytest.mark.r, pytest.mark.slow]
 

@@ -2,7 +2,8 @@
 
 A `Job` is one request waiting for, or being scored by, a worker; HTTP threads wait on its
 event. `JobQueue` is bounded (429 beyond `--queue-size`), FIFO, and lets a free worker take the
-oldest job for a model it holds plus other queued jobs for the same model (micro-batching).
+oldest job for a model it holds plus other queued jobs for the same model whose columns have the
+same names and types, in the same order (micro-batching: nothing else is merged).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Job:
     def __init__(self, model: str, part: protocol.Part, timeout: float):
         self.id = next(self._ids)
         self.model, self.part, self.nrows = model, part, part.nrows
+        self.shape = protocol.column_shape(part)
         self.timeout = timeout
         self.queued_at = time.monotonic()
         self.deadline = self.queued_at + timeout
@@ -74,13 +76,16 @@ class JobQueue:
                     return None
                 self._cond.wait(remaining)
 
-    def take_more(self, model: str, max_rows: int, wait: float) -> list[Job]:
-        """Same-model jobs that fit in max_rows, waiting up to `wait` s for more to arrive."""
+    def take_more(self, first: Job, max_rows: int, wait: float) -> list[Job]:
+        """Jobs that can join `first` in one R call (same model, same column shape) and fit in
+        max_rows, waiting up to `wait` s for more to arrive."""
         taken, deadline = [], time.monotonic() + wait
+        model, shape = first.model, first.shape
         with self._cond:
             while max_rows > 0:
                 for job in list(self._jobs):
-                    if job.model == model and job.nrows <= max_rows and not job.attempts:
+                    if job.model == model and job.shape == shape and job.nrows <= max_rows \
+                            and not job.attempts:
                         self._jobs.remove(job)
                         taken.append(job)
                         max_rows -= job.nrows

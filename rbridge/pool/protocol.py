@@ -102,6 +102,12 @@ class Part:
     columns: dict
 
 
+def column_shape(part: Part) -> tuple:
+    """A part's column names and types, in order. Only parts of one shape are merged into one
+    R call: a model without a schema takes each request's own columns."""
+    return tuple((name, kind) for name, (kind, _) in part.columns.items())
+
+
 @dataclasses.dataclass
 class Score:
     batch_id: int

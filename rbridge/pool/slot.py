@@ -146,7 +146,7 @@ class Slot:
         # taken by an idle worker (or there is none coming), and the wait is pure latency.
         others = [s for s in self.pool.slots if s is not self and s.proc]
         loaded = len(self.pool.queue) > 0 or (others and all(s.state == "busy" for s in others))
-        return self.pool.queue.take_more(job.model, max_rows - job.nrows,
+        return self.pool.queue.take_more(job, max_rows - job.nrows,
                                          wait_ms / 1000.0 if loaded else 0.0)
 
     def _score(self, jobs: list[Job]) -> None:

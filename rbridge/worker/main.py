@@ -22,6 +22,7 @@ import socket
 import sys
 import time
 
+from rbridge.errors import BridgeError
 from rbridge.pool import protocol
 
 log = logging.getLogger("bridge.worker")
@@ -85,7 +86,7 @@ def serve(sock: socket.socket, session) -> int:
             return 0
         if isinstance(message, protocol.Score):
             started = time.perf_counter()
-            outputs, merged = session.score(message.model, message.parts)
+            outputs, merged = _score(session, message)
             protocol.send(sock, protocol.Scored(message.batch_id, outputs,
                                                 time.perf_counter() - started, merged))
         elif isinstance(message, protocol.Stats):
@@ -94,6 +95,17 @@ def serve(sock: socket.socket, session) -> int:
             protocol.send(sock, protocol.StatsReply(used, peak, maxrss))
         else:
             return protocol.EXIT_PROTOCOL
+
+
+def _score(session, message: protocol.Score) -> tuple[list, bool]:
+    """Score a batch; an exception in the bridge's code is each part's error, never the worker's end."""
+    try:
+        return session.score(message.model, message.parts)
+    except Exception as exc:
+        log.exception("scoring batch %s for model %s failed in the bridge", message.batch_id, message.model)
+        error = BridgeError(f"the bridge could not score this request: {type(exc).__name__}: {exc}",
+                            code="internal").to_dict()
+        return [error] * len(message.parts), False
 
 
 def _load(session, spec: protocol.ModelSpec) -> protocol.ModelInfo:

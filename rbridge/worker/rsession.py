@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rbridge.pool import protocol
-from rbridge.errors import RError, Unavailable
+from rbridge.errors import BridgeError, RError, Unavailable
 
 log = logging.getLogger("bridge.worker")
 
@@ -119,11 +119,20 @@ class RSession:
         if model is None:
             err = Unavailable(f"model '{name}' is not loaded in this worker", code="not_loaded").to_dict()
             return [err] * len(parts), False
-        if len(parts) > 1:
-            out = self._score_columns(model, _concat(parts, model), sum(p.nrows for p in parts))
+        if len(parts) > 1 and _one_shape(parts):
+            out = self._score_safely(model, _concat(parts), sum(p.nrows for p in parts))
             if isinstance(out, protocol.Output):
                 return _split(out, [p.nrows for p in parts]), True
-        return [self._score_columns(model, p.columns, p.nrows) for p in parts], False
+        return [self._score_safely(model, p.columns, p.nrows) for p in parts], False
+
+    def _score_safely(self, model: "_Loaded", columns: dict, nrows: int):
+        """`_score_columns`, with a failure of the bridge's own code as this part's error."""
+        try:
+            return self._score_columns(model, columns, nrows)
+        except Exception as exc:
+            log.exception("model %s: the bridge failed to score a request", model.spec.name)
+            return BridgeError(f"the bridge could not score this request: {type(exc).__name__}: {exc}",
+                               code="internal").to_dict()
 
     def _score_columns(self, model: "_Loaded", columns: dict, nrows: int):
         ri = self.ri
@@ -280,7 +289,12 @@ def _merge_schema(r_schema, json_schema, na_reason: str | None = None):
     return schema, source
 
 
-def _concat(parts: list, model: _Loaded) -> dict:
+def _one_shape(parts: list) -> bool:
+    first = protocol.column_shape(parts[0])
+    return all(protocol.column_shape(p) == first for p in parts[1:])
+
+
+def _concat(parts: list) -> dict:
     out = {}
     for name, (kind, _) in parts[0].columns.items():
         bufs = [p.columns[name][1] for p in parts]

@@ -33,6 +33,7 @@ class Registry:
         self.models_dir = settings.models
         self.snapshots = snapshots
         self._timeout, self._default_name = settings.timeout, settings.default_model
+        self._allow_empty = settings.allow_empty
         self._batch = (settings.max_batch_rows, settings.max_batch_wait_ms)
         self.entries: dict[str, Entry] = catalog.scan(self.models_dir, snapshots) if entries is None else entries
         self.generation = 0
@@ -80,6 +81,21 @@ class Registry:
     def failed_at_start(self) -> list[str]:
         """Models that failed when the pool started and still do (a failed reload keeps the old one)."""
         return sorted(n for n in self.start_failures if n in self.entries and not self._ok(n))
+
+    def readiness_problem(self) -> str | None:
+        """Why the models folder makes this replica unready, or None. A folder that is gone
+        (deleted, unmounted) keeps its models answering, so that the replica can drain."""
+        if not self.models_dir.is_dir():
+            return (f"the models folder {self.models_dir} is missing (deleted or unmounted?); "
+                    "the models loaded before keep answering until it is back")
+        if not self.entries and not self._allow_empty:
+            return (f"no models in {self.models_dir}: add <name>.rds files, or start with "
+                    "--allow-empty for a server filled by publishing")
+        return None
+
+    def unreadable(self) -> list[str]:
+        """Models whose files could not be read at the last scan (the watcher tries again)."""
+        return sorted(n for n, e in self.entries.items() if e.unreadable)
 
     def _ok(self, name: str) -> bool:
         info = self.infos.get(name)

@@ -61,6 +61,7 @@ class Pool:
             raise RuntimeError(self.failed_reason)
         self.registry.record(first.generation, first.ready.models)
         self.registry.mark_started()
+        self._refuse_memory_below(first)
         fits, mem_reason = self.memory_fit(first.pid)
         if fits < wanted:
             wanted, reason = fits, mem_reason
@@ -72,6 +73,20 @@ class Pool:
         for slot in self.slots:
             slot.thread.start()
         self.started = True
+
+    def _refuse_memory_below(self, fresh: Process) -> None:
+        """--max-worker-memory below what a fresh worker holds would recycle on every request."""
+        limit = self.settings.max_worker_memory
+        if not limit:
+            return
+        rss = resources.process_memory(fresh.pid, full=False)["rss"]
+        if rss >= limit:
+            fresh.kill()
+            self.failed_reason = (f"--max-worker-memory {limit >> 20} MiB is below a fresh worker's "
+                                  f"{rss >> 20} MiB (R and every model loaded): every request would "
+                                  "recycle its worker. Raise it above that, or leave it unset")
+            log.error("pool: %s", self.failed_reason)
+            raise RuntimeError(self.failed_reason)
 
     def effective_size(self) -> tuple[int, str]:
         s = self.settings
@@ -185,6 +200,9 @@ class Pool:
             return False, "draining: the server is shutting down"
         if self.failed_reason:
             return False, self.failed_reason
+        problem = self.registry.readiness_problem()
+        if problem:
+            return False, problem
         if not self.started:
             return False, "starting: workers are loading models"
         if not any(s.proc is not None for s in self.slots):

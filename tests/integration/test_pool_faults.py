@@ -61,3 +61,107 @@ def test_schemaless_batches_merge_only_identical_columns(loose_models, tmp_path)
         assert all(r.status_code in (200, 422) for (kind, _, _), r in zip(jobs, replies) if kind == "bool")
         assert restarts(s) == 0
         assert "Traceback" not in s.log_text()
+
+
+# -- the models folder and its files ---------------------------------------------------------
+# Tests run as root here, which reads any file whatever its mode: the server runs without the
+# capabilities that bypass file permissions, so that a file of mode 000 is unreadable to it.
+NO_FILE_OVERRIDE = ("setpriv", "--bounding-set", "-dac_override,-dac_read_search",
+                    "--inh-caps", "-dac_override,-dac_read_search")
+
+
+def models_json(server) -> dict:
+    return {m["name"]: m for m in server.get("/models").json()["models"]}
+
+
+def wait_for(check, timeout=60, every=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"not true after {timeout} s: {check.__doc__ or check}")
+
+
+def readyz(server):
+    r = requests.get(server.url + "/readyz", timeout=5)
+    return r.status_code, r.text
+
+
+def test_an_unreadable_model_file_is_that_models_error(small_models, tmp_path):
+    models = copy_models(small_models, tmp_path / "models", ["cars"])
+    shutil.copy(models / "cars.rds", models / "locked.rds")
+    os.chmod(models / "locked.rds", 0)
+    with Server(models, tmp_path / "run", "--workers", "1", "--reload-interval", "0.3",
+                wrap=NO_FILE_OVERRIDE, wait_ready=False) as s:
+        wait_for(lambda: models_json(s)["cars"]["state"] == "loaded")
+        locked = models_json(s)["locked"]
+        assert locked["state"] == "failed" and "Permission denied" in locked["error"], locked
+        assert s.predict("cars", [CARS_ROW]).status_code == 200
+        # at run time: another unreadable file and a good new model arrive together
+        shutil.copy(models / "cars.rds", models / "later.rds")
+        os.chmod(models / "later.rds", 0)
+        shutil.copy(models / "cars.rds", models / "fresh.rds")
+        wait_for(lambda: models_json(s).get("fresh", {}).get("state") == "loaded")
+        assert models_json(s)["later"]["state"] == "failed"
+        assert s.predict("fresh", [CARS_ROW]).status_code == 200
+        # made readable (chmod changes neither size nor mtime): the next scan loads it
+        os.chmod(models / "locked.rds", 0o644)
+        wait_for(lambda: models_json(s)["locked"]["state"] == "loaded", timeout=30)
+        assert s.predict("locked", [CARS_ROW]).status_code == 200
+        assert "Traceback" not in s.log_text()
+
+
+def serve_briefly(tmp_path, *args, timeout=30) -> subprocess.CompletedProcess:
+    users = make_users(tmp_path / "users.json")
+    cmd = [sys.executable, "-m", "rbridge", "serve", "--users", str(users), "--port", str(free_port()),
+           "--log-format", "json", *args]
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"rbridge serve {' '.join(args)} still running after {timeout} s") from None
+
+
+def test_a_models_folder_that_does_not_exist_is_an_error_at_boot(tmp_path):
+    out = serve_briefly(tmp_path, "--models", str(tmp_path / "modles"))
+    assert out.returncode != 0
+    assert "modles" in out.stderr and "does not exist" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_models_folder_that_disappears_turns_readiness_off(small_models, tmp_path):
+    models = copy_models(small_models, tmp_path / "models", ["cars"])
+    with Server(models, tmp_path / "run", "--workers", "1", "--reload-interval", "0.3") as s:
+        models.rename(tmp_path / "away")
+        status, text = wait_for(lambda: (lambda r: r[0] == 503 and r)(readyz(s)), timeout=20)
+        assert "models folder" in text and str(models) in text
+        for _ in range(5):     # it keeps answering, so that the replica can drain
+            assert s.predict("cars", [CARS_ROW]).status_code == 200
+            time.sleep(0.3)
+        (tmp_path / "away").rename(models)
+        wait_for(lambda: readyz(s)[0] == 200, timeout=20)
+        assert s.predict("cars", [CARS_ROW]).status_code == 200
+
+
+def test_an_empty_models_folder_is_ready_only_with_allow_empty(small_models, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with Server(empty, tmp_path / "a", "--workers", "1", wait_ready=False) as s:
+        wait_for(lambda: s.get("/status").json()["effective_size"] == 1)
+        status, text = readyz(s)
+        assert status == 503 and "no models" in text and "--allow-empty" in text
+    with Server(empty, tmp_path / "b", "--workers", "1", "--allow-empty", "--reload-interval", "0.3") as s:
+        assert readyz(s)[0] == 200
+        copy_models(small_models, empty, ["cars"])        # filled by publishing
+        wait_for(lambda: s.predict("cars", [CARS_ROW]).status_code == 200)
+
+
+def test_max_worker_memory_below_a_fresh_worker_is_refused(small_models, tmp_path):
+    models = copy_models(small_models, tmp_path / "models", ["cars"])
+    with Server(models, tmp_path / "run", "--workers", "1", "--max-worker-memory", "20M",
+                wait_ready=False) as s:
+        status, text = wait_for(lambda: (lambda r: "max-worker-memory" in r[1] and r)(readyz(s)), timeout=60)
+        assert status == 503 and "20 MiB" in text and "MiB" in text.split("20 MiB", 1)[1], text
+        r = s.predict("cars", [CARS_ROW])
+        assert r.status_code == 503 and "max-worker-memory" in r.json()["error"]["message"]
+        assert "max-worker-memory" in s.log_text()

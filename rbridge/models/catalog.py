@@ -22,7 +22,8 @@ from rbridge.pool.protocol import ModelSpec
 from rbridge.settings import NAME_RE
 
 TYPES = ("numeric", "integer", "factor", "character", "logical", "date", "datetime", "difftime")
-JSON_KEYS = {"version", "description", "schema", "predict_args", "timeout", "batch", "packages"}
+JSON_KEYS = {"version", "description", "schema", "predict_args", "timeout", "batch", "packages",
+             "max_concurrency"}
 COLUMN_KEYS = {"name", "type", "levels", "na", "ordered", "description", "tz", "units"}
 DIFFTIME_UNITS = ("secs", "mins", "hours", "days", "weeks")   # R's difftime units
 PACKAGE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9.]*[A-Za-z0-9]$")  # R's rule for package names
@@ -39,6 +40,7 @@ class Entry:
     timeout: float | None = None
     batch_max_rows: int | None = None
     batch_max_wait_ms: float | None = None
+    max_concurrency: int | None = None      # workers it may hold at once (default: see Pool)
     size: int = 0
     mtime: float = 0.0
     stamp: tuple = ()       # (ext, size, mtime_ns) of the .rds/.R/.json: any change means reload
@@ -110,7 +112,8 @@ def read_entry(models_dir: Path, name: str, snapshots: Path | None = None) -> En
         schema=config.get("schema", {}).get("columns"))
     return Entry(name, spec, description=config.get("description", ""),
                  timeout=config.get("timeout"), batch_max_rows=batch.get("max_rows"),
-                 batch_max_wait_ms=batch.get("max_wait_ms"), size=stat.st_size, mtime=stat.st_mtime,
+                 batch_max_wait_ms=batch.get("max_wait_ms"), max_concurrency=config.get("max_concurrency"),
+                 size=stat.st_size, mtime=stat.st_mtime,
                  stamp=stamp)
 
 
@@ -140,6 +143,10 @@ def _read_config(path: Path) -> dict:
     _only(config, JSON_KEYS, path.name)
     if "timeout" in config and not (_is_number(config["timeout"]) and config["timeout"] > 0):
         raise ValueError(f"{path.name}: timeout must be a positive number of seconds")
+    if "max_concurrency" in config and not (isinstance(config["max_concurrency"], int)
+                                            and not isinstance(config["max_concurrency"], bool)
+                                            and config["max_concurrency"] >= 1):
+        raise ValueError(f"{path.name}: max_concurrency must be a whole number of workers, at least 1")
     if "predict_args" in config and not isinstance(config["predict_args"], dict):
         raise ValueError(f"{path.name}: predict_args must be an object of argument: value")
     packages = config.get("packages", [])

@@ -34,6 +34,7 @@ class Registry:
         self.snapshots = snapshots
         self._timeout, self._default_name = settings.timeout, settings.default_model
         self._allow_empty = settings.allow_empty
+        self._warmup_timeout = settings.warmup_timeout
         self._batch = (settings.max_batch_rows, settings.max_batch_wait_ms)
         self.entries: dict[str, Entry] = catalog.scan(self.models_dir, snapshots) if entries is None else entries
         self.generation = 0
@@ -49,7 +50,13 @@ class Registry:
         return sorted(self.entries)
 
     def specs(self) -> list[ModelSpec]:
-        return [e.spec for e in self.entries.values() if e.spec is not None]
+        """What a new worker loads: every model, but a version whose warm-up outran its limit
+        (a respawned worker would only spend that time again before failing it)."""
+        return [e.spec for e in self.entries.values() if e.spec is not None and not self._warmup_timed_out(e.spec)]
+
+    def _warmup_timed_out(self, spec: ModelSpec) -> bool:
+        info = self.infos.get(spec.name)
+        return info is not None and info.version == spec.version and info.warmup_timed_out
 
     def info(self, name: str) -> ModelInfo | None:
         return self.infos.get(name)
@@ -71,6 +78,15 @@ class Registry:
     def timeout_for(self, name: str) -> float:
         entry = self.entries.get(name)
         return float(entry.timeout) if entry and entry.timeout else self._timeout
+
+    def max_concurrency(self, name: str) -> int | None:
+        """max_concurrency from <name>.json: workers the model may hold at once (None: not set)."""
+        entry = self.entries.get(name)
+        return entry.max_concurrency if entry else None
+
+    def warmup_timeout(self, name: str) -> float:
+        """Seconds a model's warm-up may take: --warmup-timeout, else the model's timeout."""
+        return self._warmup_timeout or self.timeout_for(name)
 
     def batch_limits(self, name: str) -> tuple[int, float]:
         entry = self.entries.get(name)

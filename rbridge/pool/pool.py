@@ -38,7 +38,7 @@ class Pool:
     def __init__(self, settings, registry: Registry, metrics, failed_reason: str | None = None):
         """`failed_reason`: why no worker may start at all (a failed model fetch); /readyz says it."""
         self.settings, self.registry, self.metrics = settings, registry, metrics
-        self.queue = JobQueue(settings.queue_size)
+        self.queue = JobQueue(settings.queue_size, self.concurrency_limit)
         self.slots: list[Slot] = []
         self.size_reason = ""
         self.failed_reason = failed_reason
@@ -122,10 +122,7 @@ class Pool:
             for proc in (slot.proc, slot.successor, slot.starting):
                 if proc and proc.popen.poll() is None:
                     proc.kill()
-        while True:   # anything still queued will not be scored now
-            job = self.queue.take(0)
-            if job is None:
-                break
+        for job in self.queue.drain():   # anything still queued will not be scored now
             job.finish(error=Unavailable("the server shut down before scoring this request; retry it"))
 
     # -- requests --------------------------------------------------------------------------
@@ -169,8 +166,18 @@ class Pool:
     def new_process(self, slot: int, specs: list | None = None, generation: int | None = None) -> Process:
         """A worker for the registry's current models (or for `specs` of a coming `generation`)."""
         reg = self.registry
-        return Process(slot, self.settings, reg.specs() if specs is None else specs,
-                       reg.generation if generation is None else generation)
+        specs = reg.specs() if specs is None else specs
+        return Process(slot, self.settings, specs, reg.generation if generation is None else generation,
+                       warmup_timeouts={s.name: reg.warmup_timeout(s.name) for s in specs})
+
+    def concurrency_limit(self, model: str) -> int:
+        """Workers one model may hold at once: max_concurrency from its <name>.json, else all but
+        one when several models are served (a slow model cannot take the pool), else all."""
+        own = self.registry.max_concurrency(model)
+        if own:
+            return own
+        size = len(self.slots)
+        return max(1, size if len(self.registry.entries) <= 1 else size - 1)
 
     def roll_over(self, ready: Process, timeout: float = 180.0) -> None:
         """Replace every slot's process by one of the registry's current generation, one slot at

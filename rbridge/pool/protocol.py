@@ -48,6 +48,7 @@ class ModelSpec:
 @dataclasses.dataclass
 class Load:
     models: list                 # [ModelSpec]
+    warmup_timeouts: dict = dataclasses.field(default_factory=dict)   # name -> seconds
 
 
 @dataclasses.dataclass
@@ -62,6 +63,7 @@ class ModelInfo:
     schema: list | None = None   # effective columns: [{"name","type","levels","na","ordered"}]
     schema_source: str = "none"  # "r", "json" or "none" (types inferred from each request)
     load_seconds: float = 0.0
+    warmup_timed_out: bool = False   # failed because its warm-up outran --warmup-timeout
 
 
 @dataclasses.dataclass

@@ -53,6 +53,7 @@ class Slot:
         self.last_exit: str | None = None
         self._handovers: queue.SimpleQueue = queue.SimpleQueue()   # (process, done) from other threads
         self._handed: threading.Event | None = None                 # set when the successor took over
+        self._held_for: str | None = None   # model whose job ended this slot's process: see _serve
         self.thread = threading.Thread(target=self.run, name=f"slot-{index}", daemon=True)
 
     def hand_over(self, proc: Process) -> threading.Event:
@@ -72,7 +73,9 @@ class Slot:
         backoff = 0.1
         while not self.pool.stopping:
             if self.proc is None:
-                if not self._start():
+                started = self._start()
+                self._release_held()
+                if not started:
                     if self.state == "failed":
                         return
                     time.sleep(backoff)
@@ -89,9 +92,8 @@ class Slot:
                 if self.proc and time.monotonic() - self.stats_at >= STATS_INTERVAL:
                     self._poll_stats()
                 continue
-            if self.pool.stopping and job.done.is_set():
-                continue
-            self._score([job] + self._batch_mates(job))
+            self._serve(job)
+        self._release_held()
         if self.proc:
             self.proc.close()
             self.proc = None
@@ -99,6 +101,24 @@ class Slot:
         while not self._handovers.empty():
             self._handovers.get()[1].set()
         self.state = "dead"
+
+    def _serve(self, job: Job) -> None:
+        """Score `job` with its batch mates. Its model holds this slot until the slot can take
+        another job: if scoring ended the process (timeout, crash), until a new one has started,
+        so that a slow model's respawns do not count as free workers (JobQueue.release)."""
+        try:
+            if not (self.pool.stopping and job.done.is_set()):
+                self._score([job] + self._batch_mates(job))
+        finally:
+            if self.proc is None:
+                self._held_for = job.model
+            else:
+                self.pool.queue.release(job.model)
+
+    def _release_held(self) -> None:
+        if self._held_for is not None:
+            self.pool.queue.release(self._held_for)
+            self._held_for = None
 
     def _handed_over(self) -> None:
         if self._handed is not None:

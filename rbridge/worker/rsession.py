@@ -12,6 +12,7 @@ Results come back through `bridge_output` as plain vectors, read the same way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -151,6 +152,20 @@ class RSession:
         names = out[2]
         return protocol.Output(str(out[1][0]), None if names.typeof == 0 else [str(n) for n in names],
                                [_from_r(ri, v) for v in out[3]])
+
+    @contextlib.contextmanager
+    def time_limit(self, seconds: float | None):
+        """R's setTimeLimit(elapsed = seconds) for what runs inside: an R error past it, where R
+        checks for interrupts (R code; not Sys.sleep in an embedded R, nor compiled loops)."""
+        ri = self.ri
+        set_limit = ri.baseenv["setTimeLimit"]
+        if seconds:
+            set_limit(elapsed=ri.FloatSexpVector([seconds]), transient=ri.BoolSexpVector([False]))
+        try:
+            yield
+        finally:
+            if seconds:
+                set_limit()
 
     def heap(self) -> tuple[int, int]:
         h = self._heap()

@@ -165,3 +165,62 @@ def test_max_worker_memory_below_a_fresh_worker_is_refused(small_models, tmp_pat
         r = s.predict("cars", [CARS_ROW])
         assert r.status_code == 503 and "max-worker-memory" in r.json()["error"]["message"]
         assert "max-worker-memory" in s.log_text()
+
+
+# -- one slow model must not take the pool ---------------------------------------------------
+# Busy for 10 s in R code (R checks its time limit there; Sys.sleep in an embedded R does not).
+SLOW_WARM_R = ('score <- function(model, newdata) {\n'
+               '  t0 <- Sys.time(); while (Sys.time() - t0 < 10) NULL\n  newdata$x\n}\n')
+SLOW_WARM_JSON = '{"schema": {"columns": [{"name": "x", "type": "numeric"}]}}'
+
+
+def test_a_slow_model_holds_at_most_all_workers_but_one(small_models, tmp_path):
+    """3 concurrent 10 s calls with --timeout 3 on 2 workers: cars keeps its worker throughout."""
+    models = copy_models(small_models, tmp_path / "models", ["cars", "chaos"])
+    with Server(models, tmp_path / "run", "--workers", "2", "--timeout", "3") as s:
+        assert s.get("/status").json()["effective_size"] == 2
+        with cf.ThreadPoolExecutor(3) as ex:
+            slow = [ex.submit(s.predict, "chaos", [{"mode": "sleep", "x": 10}]) for _ in range(3)]
+            time.sleep(0.3)
+            cars, t0 = [], time.monotonic()
+            while time.monotonic() - t0 < 12:
+                cars.append(s.predict("cars", [CARS_ROW]).status_code)
+                time.sleep(0.1)
+            assert all(f.result(60).status_code in (503, 504) for f in slow)
+        assert cars.count(200) == len(cars), f"cars answered {cars.count(200)} of {len(cars)}: {set(cars)}"
+
+
+def test_max_concurrency_lets_a_model_take_every_worker(small_models, tmp_path):
+    models = copy_models(small_models, tmp_path / "models", ["cars", "chaos"])
+    chaos = json.loads((models / "chaos.json").read_text())
+    (models / "chaos.json").write_text(json.dumps(dict(chaos, max_concurrency=2)))
+    with Server(models, tmp_path / "run", "--workers", "2", "--timeout", "20") as s:
+        wait_for(lambda: [w["state"] for w in s.get("/status").json()["workers"]] == ["idle", "idle"])
+        with cf.ThreadPoolExecutor(2) as ex:
+            t0 = time.monotonic()
+            both = [ex.submit(s.predict, "chaos", [{"mode": "sleep", "x": 2}]) for _ in range(2)]
+            assert all(f.result(30).status_code == 200 for f in both)
+            assert time.monotonic() - t0 < 3.8     # side by side, not one after the other
+
+
+def test_a_warm_up_slower_than_its_limit_fails_that_model(small_models, tmp_path):
+    models = copy_models(small_models, tmp_path / "models", ["cars"])
+    (models / "slow.rds").write_bytes((models / "cars.rds").read_bytes())
+    (models / "slow.R").write_text(SLOW_WARM_R)
+    (models / "slow.json").write_text(SLOW_WARM_JSON)
+    t0 = time.monotonic()
+    with Server(models, tmp_path / "run", "--workers", "2", "--warmup-timeout", "2",
+                wait_ready=False) as s:
+        wait_for(lambda: models_json(s)["cars"]["state"] == "loaded" and len(
+            [w for w in s.get("/status").json()["workers"] if w["state"] == "idle"]) == 2)
+        slow = models_json(s)["slow"]
+        assert slow["state"] == "failed" and "longer than 2 s" in slow["error"], slow
+        assert time.monotonic() - t0 < 30
+        assert s.predict("cars", [CARS_ROW]).status_code == 200
+        # a worker replaced later (SIGKILL) does not spend the warm-up again
+        pid = s.get("/status").json()["workers"][0]["pid"]
+        t1 = time.monotonic()
+        os.kill(pid, 9)
+        wait_for(lambda: all(w["state"] == "idle" and w["pid"] != pid for w in s.get("/status").json()["workers"]))
+        assert time.monotonic() - t1 < 8
+        assert s.log_text().count("model slow failed to load") == 1   # the first worker only

@@ -160,7 +160,8 @@ def test_queue_depth_metric_counts_waiting_jobs():
                 for s in f.samples if s.name in ("rbridge_queue_depth", "rbridge_pool_size")}
 
     metrics = Metrics()
-    pool = Pool(settings_mod.load({"queue_size": "8"}, env={}), {}, metrics)
+    s = settings_mod.load({"queue_size": "8"}, env={})
+    pool = Pool(s, Registry(s, entries={}), metrics)
     metrics.attach(pool)
     assert scrape(metrics) == {"rbridge_queue_depth": 0, "rbridge_pool_size": 0}
     for _ in range(3):
@@ -168,3 +169,17 @@ def test_queue_depth_metric_counts_waiting_jobs():
     assert scrape(metrics)["rbridge_queue_depth"] == 3
     assert pool.queue.take(0) is not None
     assert scrape(metrics)["rbridge_queue_depth"] == 2
+
+
+def test_a_model_at_its_concurrency_limit_lets_other_models_pass():
+    limits = {"slow": 1, "fast": 2}
+    q = JobQueue(10, limits.get)
+    slow1, slow2, fast = job("slow"), job("slow"), job("fast")
+    for j in (slow1, slow2, fast):
+        q.put(j)
+    assert q.take(0) is slow1
+    assert q.take(0) is fast          # slow2 waits: slow holds its one worker
+    assert q.take(0) is None
+    q.release("slow")
+    assert q.take(0) is slow2
+    assert q.drain() == [] and len(q) == 0

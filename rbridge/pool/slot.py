@@ -53,7 +53,7 @@ class Slot:
         self.last_exit: str | None = None
         self._handovers: queue.SimpleQueue = queue.SimpleQueue()   # (process, done) from other threads
         self._handed: threading.Event | None = None                 # set when the successor took over
-        self._held_for: str | None = None   # model whose job ended this slot's process: see _serve
+        self._holding: str | None = None    # the model this slot is scoring for (JobQueue.release)
         self.thread = threading.Thread(target=self.run, name=f"slot-{index}", daemon=True)
 
     def hand_over(self, proc: Process) -> threading.Event:
@@ -74,7 +74,7 @@ class Slot:
         while not self.pool.stopping:
             if self.proc is None:
                 started = self._start()
-                self._release_held()
+                self._let_go()      # a timed-out model held this slot until now
                 if not started:
                     if self.state == "failed":
                         return
@@ -93,7 +93,7 @@ class Slot:
                     self._poll_stats()
                 continue
             self._serve(job)
-        self._release_held()
+        self._let_go()
         if self.proc:
             self.proc.close()
             self.proc = None
@@ -103,22 +103,26 @@ class Slot:
         self.state = "dead"
 
     def _serve(self, job: Job) -> None:
-        """Score `job` with its batch mates. Its model holds this slot until the slot can take
-        another job: if scoring ended the process (timeout, crash), until a new one has started,
-        so that a slow model's respawns do not count as free workers (JobQueue.release)."""
+        """Score `job` with its batch mates; its model holds this slot (JobQueue's per-model
+        limit) until the answer came or the worker died. A request that outlived its deadline
+        holds it until the replacement has started: a slow model's respawns do not count as
+        free workers for it."""
+        self._holding = job.model
         try:
-            if not (self.pool.stopping and job.done.is_set()):
+            if job.deadline <= time.monotonic():   # expired while queued: not worth a worker's life
+                job.finish(error=Timeout(f"no worker was free within {job.timeout:g} s; the server is "
+                                         "overloaded or the timeout is too short"))
+            elif not (self.pool.stopping and job.done.is_set()):
                 self._score([job] + self._batch_mates(job))
         finally:
-            if self.proc is None:
-                self._held_for = job.model
-            else:
-                self.pool.queue.release(job.model)
+            if self.proc is not None:
+                self._let_go()
 
-    def _release_held(self) -> None:
-        if self._held_for is not None:
-            self.pool.queue.release(self._held_for)
-            self._held_for = None
+    def _let_go(self) -> None:
+        """The model this slot scored for may take another worker."""
+        if self._holding is not None:
+            self.pool.queue.release(self._holding)
+            self._holding = None
 
     def _handed_over(self) -> None:
         if self._handed is not None:
@@ -221,6 +225,7 @@ class Slot:
         self._replace(self.proc.kill(), "timeout")
 
     def _on_crash(self, jobs: list[Job]) -> None:
+        self._let_go()
         code = self.proc.kill(grace=0.2)
         desc = describe_exit(code)
         for job in jobs:

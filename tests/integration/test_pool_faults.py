@@ -178,7 +178,7 @@ def test_a_slow_model_holds_at_most_all_workers_but_one(small_models, tmp_path):
     """3 concurrent 10 s calls with --timeout 3 on 2 workers: cars keeps its worker throughout."""
     models = copy_models(small_models, tmp_path / "models", ["cars", "chaos"])
     with Server(models, tmp_path / "run", "--workers", "2", "--timeout", "3") as s:
-        assert s.get("/status").json()["effective_size"] == 2
+        wait_for(lambda: [w["state"] for w in s.get("/status").json()["workers"]] == ["idle", "idle"])
         with cf.ThreadPoolExecutor(3) as ex:
             slow = [ex.submit(s.predict, "chaos", [{"mode": "sleep", "x": 10}]) for _ in range(3)]
             time.sleep(0.3)

@@ -85,6 +85,9 @@ FIELDS = [
     Field("max_requests", int, 0, "recycle a worker after this many requests (0: never)"),
     Field("max_requests_jitter", int, 0, "random extra requests before recycling, so workers do not recycle at once"),
     Field("reload_interval", float, 2.0, "seconds between scans of the models folder (0: no hot reload)"),
+    Field("allow_empty", parse_bool, False, "be ready with no models (a server filled by publishing)"),
+    Field("warmup_timeout", float, None, "seconds each model's warm-up prediction may take before the "
+          "model is failed (default: the model's timeout)"),
     Field("retry_on_crash", parse_bool, True, "retry once on another worker when a worker dies holding a request"),
     Field("max_batch_rows", int, 64, "most rows merged into one R call (0 or 1: no batching)"),
     Field("max_batch_wait_ms", float, 2.0, "how long a free worker waits for more rows to merge "
@@ -129,6 +132,8 @@ class Settings:
     max_requests: int
     max_requests_jitter: int
     reload_interval: float
+    allow_empty: bool
+    warmup_timeout: float | None
     retry_on_crash: bool
     max_batch_rows: int
     max_batch_wait_ms: float
@@ -250,6 +255,7 @@ def _validate(s: Settings) -> Settings:
     need(s.graceful_timeout >= 0, "graceful-timeout must not be negative")
     need(s.threads >= 0, "threads must not be negative")
     need(s.reload_interval >= 0, "reload-interval must not be negative")
+    need(s.warmup_timeout is None or s.warmup_timeout > 0, "warmup-timeout must be positive")
     need(s.max_requests >= 0 and s.max_requests_jitter >= 0, "max-requests and its jitter must not be negative")
     need(s.max_batch_rows >= 0 and s.max_batch_wait_ms >= 0, "batch settings must not be negative")
     need(s.token_ttl >= 60, "token-ttl must be at least 60 seconds")

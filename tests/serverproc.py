@@ -62,7 +62,9 @@ class Server:
     """A running server; `url`, `log_text()`, `get/post` with admin or scorer credentials."""
 
     def __init__(self, models: Path, workdir: Path, *args: str, env: dict | None = None,
-                 wait_ready: bool = True, timeout: float = 90, python: str = sys.executable):
+                 wait_ready: bool = True, timeout: float = 90, python: str = sys.executable,
+                 wrap: tuple = ()):
+        """`wrap`: a command the server runs under (e.g. setpriv dropping root's file access)."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.users = self.workdir / "users.json"
@@ -71,7 +73,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.workdir / f"server-{self.port}.log"
-        cmd = serve_command(python, models, self.users, self.port, *args)
+        cmd = [*wrap, *serve_command(python, models, self.users, self.port, *args)]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir,
                                      env=server_env(env))

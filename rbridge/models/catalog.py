@@ -22,7 +22,8 @@ from rbridge.pool.protocol import ModelSpec
 from rbridge.settings import NAME_RE
 
 TYPES = ("numeric", "integer", "factor", "character", "logical", "date", "datetime", "difftime")
-JSON_KEYS = {"version", "description", "schema", "predict_args", "timeout", "batch", "packages"}
+JSON_KEYS = {"version", "description", "schema", "predict_args", "timeout", "batch", "packages",
+             "max_concurrency"}
 COLUMN_KEYS = {"name", "type", "levels", "na", "ordered", "description", "tz", "units"}
 DIFFTIME_UNITS = ("secs", "mins", "hours", "days", "weeks")   # R's difftime units
 PACKAGE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9.]*[A-Za-z0-9]$")  # R's rule for package names
@@ -39,9 +40,11 @@ class Entry:
     timeout: float | None = None
     batch_max_rows: int | None = None
     batch_max_wait_ms: float | None = None
+    max_concurrency: int | None = None      # workers it may hold at once (default: see Pool)
     size: int = 0
     mtime: float = 0.0
     stamp: tuple = ()       # (ext, size, mtime_ns) of the .rds/.R/.json: any change means reload
+    unreadable: bool = False   # a file could not be read (permissions, I/O): read again on each scan
 
 
 def scan(models_dir: Path, snapshots: Path | None = None, previous: dict | None = None) -> dict[str, Entry]:
@@ -59,7 +62,9 @@ def scan(models_dir: Path, snapshots: Path | None = None, previous: dict | None 
         if not NAME_RE.match(name) or not rds.is_file():
             continue
         old = (previous or {}).get(name)
-        if old is not None and old.stamp == _stamp(models_dir, name):
+        # A failed entry is read again: chmod, a remount or a finished copy fix a file without
+        # changing its size or mtime.
+        if old is not None and not old.unreadable and old.stamp == _stamp(models_dir, name):
             entries[name] = old
         else:
             entries[name] = read_entry(models_dir, name, snapshots)
@@ -78,22 +83,26 @@ def _stamp(models_dir: Path, name: str) -> tuple:
 
 
 def read_entry(models_dir: Path, name: str, snapshots: Path | None = None) -> Entry:
+    """One model's entry; a file that cannot be read or checked makes an entry with the error
+    (that model fails, the others load), never an exception."""
     stamp = _stamp(models_dir, name)
     folder = models_dir
-    if snapshots is not None:
-        folder = snapshots / name / uuid.uuid4().hex[:8]
-        folder.mkdir(parents=True)
-        for ext, _, _ in stamp:
-            shutil.copy2(models_dir / f"{name}{ext}", folder / f"{name}{ext}")
-    rds = folder / f"{name}.rds"
-    script = folder / f"{name}.R"
-    config_path = folder / f"{name}.json"
-    stat = rds.stat()
     try:
+        if snapshots is not None:
+            folder = snapshots / name / uuid.uuid4().hex[:8]
+            folder.mkdir(parents=True)
+            for ext, _, _ in stamp:
+                shutil.copy2(models_dir / f"{name}{ext}", folder / f"{name}{ext}")
+        rds = folder / f"{name}.rds"
+        script = folder / f"{name}.R"
+        config_path = folder / f"{name}.json"
+        stat = rds.stat()
         digest = _sha256(rds)
         config = _read_config(config_path) if config_path.exists() else {}
     except (OSError, ValueError) as exc:
-        return Entry(name, None, error=str(exc), size=stat.st_size, mtime=stat.st_mtime, stamp=stamp)
+        if folder is not models_dir:
+            shutil.rmtree(folder, ignore_errors=True)
+        return Entry(name, None, error=_file_error(exc), stamp=stamp, unreadable=isinstance(exc, OSError))
     batch = config.get("batch", {})
     spec = ModelSpec(
         name=name, rds=str(rds.resolve()),
@@ -103,8 +112,16 @@ def read_entry(models_dir: Path, name: str, snapshots: Path | None = None) -> En
         schema=config.get("schema", {}).get("columns"))
     return Entry(name, spec, description=config.get("description", ""),
                  timeout=config.get("timeout"), batch_max_rows=batch.get("max_rows"),
-                 batch_max_wait_ms=batch.get("max_wait_ms"), size=stat.st_size, mtime=stat.st_mtime,
+                 batch_max_wait_ms=batch.get("max_wait_ms"), max_concurrency=config.get("max_concurrency"),
+                 size=stat.st_size, mtime=stat.st_mtime,
                  stamp=stamp)
+
+
+def _file_error(exc: Exception) -> str:
+    """An error about a model's files, naming the file (without the snapshot folder's path)."""
+    if isinstance(exc, OSError) and exc.filename:
+        return f"cannot read {Path(exc.filename).name}: {exc.strerror}"
+    return str(exc)
 
 
 def _sha256(path: Path) -> str:
@@ -126,6 +143,10 @@ def _read_config(path: Path) -> dict:
     _only(config, JSON_KEYS, path.name)
     if "timeout" in config and not (_is_number(config["timeout"]) and config["timeout"] > 0):
         raise ValueError(f"{path.name}: timeout must be a positive number of seconds")
+    if "max_concurrency" in config and not (isinstance(config["max_concurrency"], int)
+                                            and not isinstance(config["max_concurrency"], bool)
+                                            and config["max_concurrency"] >= 1):
+        raise ValueError(f"{path.name}: max_concurrency must be a whole number of workers, at least 1")
     if "predict_args" in config and not isinstance(config["predict_args"], dict):
         raise ValueError(f"{path.name}: predict_args must be an object of argument: value")
     packages = config.get("packages", [])

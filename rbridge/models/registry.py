@@ -33,6 +33,8 @@ class Registry:
         self.models_dir = settings.models
         self.snapshots = snapshots
         self._timeout, self._default_name = settings.timeout, settings.default_model
+        self._allow_empty = settings.allow_empty
+        self._warmup_timeout = settings.warmup_timeout
         self._batch = (settings.max_batch_rows, settings.max_batch_wait_ms)
         self.entries: dict[str, Entry] = catalog.scan(self.models_dir, snapshots) if entries is None else entries
         self.generation = 0
@@ -48,7 +50,13 @@ class Registry:
         return sorted(self.entries)
 
     def specs(self) -> list[ModelSpec]:
-        return [e.spec for e in self.entries.values() if e.spec is not None]
+        """What a new worker loads: every model, but a version whose warm-up outran its limit
+        (a respawned worker would only spend that time again before failing it)."""
+        return [e.spec for e in self.entries.values() if e.spec is not None and not self._warmup_timed_out(e.spec)]
+
+    def _warmup_timed_out(self, spec: ModelSpec) -> bool:
+        info = self.infos.get(spec.name)
+        return info is not None and info.version == spec.version and info.warmup_timed_out
 
     def info(self, name: str) -> ModelInfo | None:
         return self.infos.get(name)
@@ -71,6 +79,15 @@ class Registry:
         entry = self.entries.get(name)
         return float(entry.timeout) if entry and entry.timeout else self._timeout
 
+    def max_concurrency(self, name: str) -> int | None:
+        """max_concurrency from <name>.json: workers the model may hold at once (None: not set)."""
+        entry = self.entries.get(name)
+        return entry.max_concurrency if entry else None
+
+    def warmup_timeout(self, name: str) -> float:
+        """Seconds a model's warm-up may take: --warmup-timeout, else the model's timeout."""
+        return self._warmup_timeout or self.timeout_for(name)
+
     def batch_limits(self, name: str) -> tuple[int, float]:
         entry = self.entries.get(name)
         rows = entry.batch_max_rows if entry and entry.batch_max_rows is not None else self._batch[0]
@@ -80,6 +97,21 @@ class Registry:
     def failed_at_start(self) -> list[str]:
         """Models that failed when the pool started and still do (a failed reload keeps the old one)."""
         return sorted(n for n in self.start_failures if n in self.entries and not self._ok(n))
+
+    def readiness_problem(self) -> str | None:
+        """Why the models folder makes this replica unready, or None. A folder that is gone
+        (deleted, unmounted) keeps its models answering, so that the replica can drain."""
+        if not self.models_dir.is_dir():
+            return (f"the models folder {self.models_dir} is missing (deleted or unmounted?); "
+                    "the models loaded before keep answering until it is back")
+        if not self.entries and not self._allow_empty:
+            return (f"no models in {self.models_dir}: add <name>.rds files, or start with "
+                    "--allow-empty for a server filled by publishing")
+        return None
+
+    def unreadable(self) -> list[str]:
+        """Models whose files could not be read at the last scan (the watcher tries again)."""
+        return sorted(n for n, e in self.entries.items() if e.unreadable)
 
     def _ok(self, name: str) -> bool:
         info = self.infos.get(name)

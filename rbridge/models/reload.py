@@ -71,36 +71,49 @@ class Reloader:
             time.sleep(self.interval)
             if not self.pool.started or self.pool.draining:
                 continue
-            now = fingerprint(self.models_dir)
-            if now == self._seen:
+            if not self.models_dir.is_dir():   # gone: serve what is loaded (/readyz says why)
                 pending = None
                 continue
-            if now != pending:           # changed since the last scan: let it settle first
-                pending = now
-                continue
             try:
-                self.reload("the models folder changed")
-            except Exception:
+                pending = self._scan_once(pending)
+            except Exception:                  # logged; the next scan tries again
                 log.exception("reload failed")
-            pending = None
+                pending = None
+
+    def _scan_once(self, pending):
+        """One scan of the watcher: reload a change once it has settled, and retry files that
+        could not be read. Returns the fingerprint still settling (or None)."""
+        now = fingerprint(self.models_dir)
+        if now == self._seen:
+            if self.registry.unreadable():
+                self.reload("retrying model files that could not be read")
+            return None
+        if now != pending:               # changed since the last scan: let it settle first
+            return now
+        self.reload("the models folder changed")
+        return None
 
     def reload(self, reason: str) -> dict:
         """Scan, load what changed into new workers, and roll them in. Returns a summary."""
         with self._lock:
-            self._seen = fingerprint(self.models_dir)
+            seen = fingerprint(self.models_dir)   # remembered once the reload went through
             registry = self.registry
+            if not self.models_dir.is_dir():
+                raise RuntimeError(f"the models folder {self.models_dir} is missing; nothing was reloaded")
             old_entries = registry.entries
             new_entries = registry.scan()
             changed = sorted(n for n, e in new_entries.items()
                              if n not in old_entries or _spec_key(e) != _spec_key(old_entries[n]))
             removed = sorted(set(old_entries) - set(new_entries))
             if not changed and not removed:
+                self._seen = seen
                 return {"changed": [], "removed": [], "rejected": {}, "reason": reason}
             log.info("reload (%s): changed %s, removed %s", reason, changed or "none", removed or "none")
             entries, ready = self._load_candidate(old_entries, new_entries, changed)
             rejected = {n: registry.rejected[n] for n in changed if n in registry.rejected}
             generation = registry.install(entries, ready.ready.models)
             self.pool.roll_over(ready)
+            self._seen = seen
             log.info("reload done: generation %s serving", generation,
                      extra={"fields": {"event": "reload", "generation": generation}})
             return {"changed": [n for n in changed if n not in rejected], "removed": removed,

@@ -2,7 +2,8 @@
 
 A `Job` is one request waiting for, or being scored by, a worker; HTTP threads wait on its
 event. `JobQueue` is bounded (429 beyond `--queue-size`), FIFO, and lets a free worker take the
-oldest job for a model it holds plus other queued jobs for the same model (micro-batching).
+oldest job for a model it holds plus other queued jobs for the same model whose columns have the
+same names and types, in the same order (micro-batching: nothing else is merged).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Job:
     def __init__(self, model: str, part: protocol.Part, timeout: float):
         self.id = next(self._ids)
         self.model, self.part, self.nrows = model, part, part.nrows
+        self.shape = protocol.column_shape(part)
         self.timeout = timeout
         self.queued_at = time.monotonic()
         self.deadline = self.queued_at + timeout
@@ -39,10 +41,17 @@ class Job:
 
 
 class JobQueue:
-    """A bounded FIFO of jobs, with taking of same-model jobs for a batch."""
+    """A bounded FIFO of jobs, with taking of same-model jobs for a batch.
 
-    def __init__(self, size: int):
+    `limit(model)`, if given, is how many workers may score a model at once: `take` passes over
+    a model's jobs while that many workers hold it (other models' jobs go first), until the
+    slot that took one calls `release`.
+    """
+
+    def __init__(self, size: int, limit=None):
         self.size = size
+        self._limit = limit
+        self._holding: collections.Counter = collections.Counter()   # model -> workers scoring it
         self._jobs: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
         self._wakes = 0
@@ -66,21 +75,41 @@ class JobQueue:
             wakes = self._wakes
             while True:
                 for job in self._jobs:
-                    if models is None or job.model in models:
+                    if (models is None or job.model in models) and self._may_hold(job.model):
                         self._jobs.remove(job)
+                        self._holding[job.model] += 1
                         return job
                 remaining = deadline - time.monotonic()
                 if self.closed or remaining <= 0 or self._wakes != wakes:
                     return None
                 self._cond.wait(remaining)
 
-    def take_more(self, model: str, max_rows: int, wait: float) -> list[Job]:
-        """Same-model jobs that fit in max_rows, waiting up to `wait` s for more to arrive."""
+    def _may_hold(self, model: str) -> bool:
+        return self._limit is None or self._holding[model] < self._limit(model)
+
+    def release(self, model: str) -> None:
+        """A worker that took a job of `model` can take another (it scored, or was replaced)."""
+        with self._cond:
+            self._holding[model] -= 1
+            self._cond.notify_all()
+
+    def drain(self) -> list[Job]:
+        """Every queued job, removed (the pool is stopping)."""
+        with self._cond:
+            jobs = list(self._jobs)
+            self._jobs.clear()
+            return jobs
+
+    def take_more(self, first: Job, max_rows: int, wait: float) -> list[Job]:
+        """Jobs that can join `first` in one R call (same model, same column shape) and fit in
+        max_rows, waiting up to `wait` s for more to arrive."""
         taken, deadline = [], time.monotonic() + wait
+        model, shape = first.model, first.shape
         with self._cond:
             while max_rows > 0:
                 for job in list(self._jobs):
-                    if job.model == model and job.nrows <= max_rows and not job.attempts:
+                    if job.model == model and job.shape == shape and job.nrows <= max_rows \
+                            and not job.attempts:
                         self._jobs.remove(job)
                         taken.append(job)
                         max_rows -= job.nrows

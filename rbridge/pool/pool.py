@@ -38,7 +38,7 @@ class Pool:
     def __init__(self, settings, registry: Registry, metrics, failed_reason: str | None = None):
         """`failed_reason`: why no worker may start at all (a failed model fetch); /readyz says it."""
         self.settings, self.registry, self.metrics = settings, registry, metrics
-        self.queue = JobQueue(settings.queue_size)
+        self.queue = JobQueue(settings.queue_size, self.concurrency_limit)
         self.slots: list[Slot] = []
         self.size_reason = ""
         self.failed_reason = failed_reason
@@ -61,6 +61,7 @@ class Pool:
             raise RuntimeError(self.failed_reason)
         self.registry.record(first.generation, first.ready.models)
         self.registry.mark_started()
+        self._refuse_memory_below(first)
         fits, mem_reason = self.memory_fit(first.pid)
         if fits < wanted:
             wanted, reason = fits, mem_reason
@@ -72,6 +73,20 @@ class Pool:
         for slot in self.slots:
             slot.thread.start()
         self.started = True
+
+    def _refuse_memory_below(self, fresh: Process) -> None:
+        """--max-worker-memory below what a fresh worker holds would recycle on every request."""
+        limit = self.settings.max_worker_memory
+        if not limit:
+            return
+        rss = resources.process_memory(fresh.pid, full=False)["rss"]
+        if rss >= limit:
+            fresh.kill()
+            self.failed_reason = (f"--max-worker-memory {limit >> 20} MiB is below a fresh worker's "
+                                  f"{rss >> 20} MiB (R and every model loaded): every request would "
+                                  "recycle its worker. Raise it above that, or leave it unset")
+            log.error("pool: %s", self.failed_reason)
+            raise RuntimeError(self.failed_reason)
 
     def effective_size(self) -> tuple[int, str]:
         s = self.settings
@@ -107,10 +122,7 @@ class Pool:
             for proc in (slot.proc, slot.successor, slot.starting):
                 if proc and proc.popen.poll() is None:
                     proc.kill()
-        while True:   # anything still queued will not be scored now
-            job = self.queue.take(0)
-            if job is None:
-                break
+        for job in self.queue.drain():   # anything still queued will not be scored now
             job.finish(error=Unavailable("the server shut down before scoring this request; retry it"))
 
     # -- requests --------------------------------------------------------------------------
@@ -154,8 +166,18 @@ class Pool:
     def new_process(self, slot: int, specs: list | None = None, generation: int | None = None) -> Process:
         """A worker for the registry's current models (or for `specs` of a coming `generation`)."""
         reg = self.registry
-        return Process(slot, self.settings, reg.specs() if specs is None else specs,
-                       reg.generation if generation is None else generation)
+        specs = reg.specs() if specs is None else specs
+        return Process(slot, self.settings, specs, reg.generation if generation is None else generation,
+                       warmup_timeouts={s.name: reg.warmup_timeout(s.name) for s in specs})
+
+    def concurrency_limit(self, model: str) -> int:
+        """Workers one model may hold at once: max_concurrency from its <name>.json, else all but
+        one when several models are served (a slow model cannot take the pool), else all."""
+        own = self.registry.max_concurrency(model)
+        if own:
+            return own
+        size = len(self.slots)
+        return max(1, size if len(self.registry.entries) <= 1 else size - 1)
 
     def roll_over(self, ready: Process, timeout: float = 180.0) -> None:
         """Replace every slot's process by one of the registry's current generation, one slot at
@@ -185,6 +207,9 @@ class Pool:
             return False, "draining: the server is shutting down"
         if self.failed_reason:
             return False, self.failed_reason
+        problem = self.registry.readiness_problem()
+        if problem:
+            return False, problem
         if not self.started:
             return False, "starting: workers are loading models"
         if not any(s.proc is not None for s in self.slots):

@@ -38,7 +38,8 @@ def worker_log_format(fmt: str) -> str:
 class Process:
     """A started worker process and the gateway's end of its socket."""
 
-    def __init__(self, slot: int, settings, specs: list, generation: int = 0, stderr=None):
+    def __init__(self, slot: int, settings, specs: list, generation: int = 0, stderr=None,
+                 warmup_timeouts: dict | None = None):
         self.generation = generation
         self.loaded: frozenset = frozenset()   # models this process loaded, set when Ready arrives
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -59,7 +60,7 @@ class Process:
         self.sock, self.pid, self.started = ours, self.popen.pid, time.monotonic()
         self.ready: protocol.Ready | None = None
         self.start_failed: protocol.StartFailed | None = None   # instead of Ready: R cannot start
-        protocol.send(self.sock, protocol.Load(specs))
+        protocol.send(self.sock, protocol.Load(specs, warmup_timeouts or {}))
 
     def kill(self, grace: float = KILL_GRACE) -> int | None:
         """SIGTERM, then SIGKILL after `grace` seconds; returns the exit code."""

@@ -48,6 +48,7 @@ class ModelSpec:
 @dataclasses.dataclass
 class Load:
     models: list                 # [ModelSpec]
+    warmup_timeouts: dict = dataclasses.field(default_factory=dict)   # name -> seconds
 
 
 @dataclasses.dataclass
@@ -62,6 +63,7 @@ class ModelInfo:
     schema: list | None = None   # effective columns: [{"name","type","levels","na","ordered"}]
     schema_source: str = "none"  # "r", "json" or "none" (types inferred from each request)
     load_seconds: float = 0.0
+    warmup_timed_out: bool = False   # failed because its warm-up outran --warmup-timeout
 
 
 @dataclasses.dataclass
@@ -100,6 +102,12 @@ class Part:
     request_id: str
     nrows: int
     columns: dict
+
+
+def column_shape(part: Part) -> tuple:
+    """A part's column names and types, in order. Only parts of one shape are merged into one
+    R call: a model without a schema takes each request's own columns."""
+    return tuple((name, kind) for name, (kind, _) in part.columns.items())
 
 
 @dataclasses.dataclass

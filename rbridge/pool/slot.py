@@ -53,6 +53,7 @@ class Slot:
         self.last_exit: str | None = None
         self._handovers: queue.SimpleQueue = queue.SimpleQueue()   # (process, done) from other threads
         self._handed: threading.Event | None = None                 # set when the successor took over
+        self._holding: str | None = None    # the model this slot is scoring for (JobQueue.release)
         self.thread = threading.Thread(target=self.run, name=f"slot-{index}", daemon=True)
 
     def hand_over(self, proc: Process) -> threading.Event:
@@ -72,7 +73,9 @@ class Slot:
         backoff = 0.1
         while not self.pool.stopping:
             if self.proc is None:
-                if not self._start():
+                started = self._start()
+                self._let_go()      # a timed-out model held this slot until now
+                if not started:
                     if self.state == "failed":
                         return
                     time.sleep(backoff)
@@ -89,9 +92,8 @@ class Slot:
                 if self.proc and time.monotonic() - self.stats_at >= STATS_INTERVAL:
                     self._poll_stats()
                 continue
-            if self.pool.stopping and job.done.is_set():
-                continue
-            self._score([job] + self._batch_mates(job))
+            self._serve(job)
+        self._let_go()
         if self.proc:
             self.proc.close()
             self.proc = None
@@ -99,6 +101,28 @@ class Slot:
         while not self._handovers.empty():
             self._handovers.get()[1].set()
         self.state = "dead"
+
+    def _serve(self, job: Job) -> None:
+        """Score `job` with its batch mates; its model holds this slot (JobQueue's per-model
+        limit) until the answer came or the worker died. A request that outlived its deadline
+        holds it until the replacement has started: a slow model's respawns do not count as
+        free workers for it."""
+        self._holding = job.model
+        try:
+            if job.deadline <= time.monotonic():   # expired while queued: not worth a worker's life
+                job.finish(error=Timeout(f"no worker was free within {job.timeout:g} s; the server is "
+                                         "overloaded or the timeout is too short"))
+            elif not (self.pool.stopping and job.done.is_set()):
+                self._score([job] + self._batch_mates(job))
+        finally:
+            if self.proc is not None:
+                self._let_go()
+
+    def _let_go(self) -> None:
+        """The model this slot scored for may take another worker."""
+        if self._holding is not None:
+            self.pool.queue.release(self._holding)
+            self._holding = None
 
     def _handed_over(self) -> None:
         if self._handed is not None:
@@ -146,7 +170,7 @@ class Slot:
         # taken by an idle worker (or there is none coming), and the wait is pure latency.
         others = [s for s in self.pool.slots if s is not self and s.proc]
         loaded = len(self.pool.queue) > 0 or (others and all(s.state == "busy" for s in others))
-        return self.pool.queue.take_more(job.model, max_rows - job.nrows,
+        return self.pool.queue.take_more(job, max_rows - job.nrows,
                                          wait_ms / 1000.0 if loaded else 0.0)
 
     def _score(self, jobs: list[Job]) -> None:
@@ -201,6 +225,7 @@ class Slot:
         self._replace(self.proc.kill(), "timeout")
 
     def _on_crash(self, jobs: list[Job]) -> None:
+        self._let_go()
         code = self.proc.kill(grace=0.2)
         desc = describe_exit(code)
         for job in jobs:

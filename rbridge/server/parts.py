@@ -53,6 +53,9 @@ def build(settings) -> Service:
         log.warning("no signing key configured (--signing-key-file or RBRIDGE_SIGNING_KEY): made a "
                     "random one; tokens will not survive a restart or work across replicas")
     fetch_error = _fetch(settings)
+    if not settings.models.is_dir():
+        raise ConfigError(f"--models {settings.models}: the folder does not exist"
+                          + (" (the fetch failed)" if fetch_error else "") + "; create it or fix the path")
     snapshots = Path(tempfile.mkdtemp(prefix="rbridge-models-"))   # the versions workers load
     atexit.register(shutil.rmtree, snapshots, True)
     registry = Registry(settings, snapshots)
@@ -60,7 +63,8 @@ def build(settings) -> Service:
         raise ConfigError(f"--default-model {settings.default_model}: no {settings.default_model}.rds "
                           f"in {settings.models}")
     if not registry.entries:
-        log.warning("no models in %s: add <name>.rds files", settings.models)
+        log.warning("no models in %s: add <name>.rds files%s", settings.models,
+                    "" if settings.allow_empty else " (not ready until then; --allow-empty: ready when empty)")
     metrics = Metrics()
     pool = Pool(settings, registry, metrics, failed_reason=fetch_error)
     metrics.attach(pool)

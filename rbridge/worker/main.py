@@ -22,6 +22,7 @@ import socket
 import sys
 import time
 
+from rbridge.errors import BridgeError
 from rbridge.pool import protocol
 
 log = logging.getLogger("bridge.worker")
@@ -74,7 +75,7 @@ def serve(sock: socket.socket, session) -> int:
         return 0
     if not isinstance(message, protocol.Load):
         return protocol.EXIT_PROTOCOL
-    infos = [_load(session, spec) for spec in message.models]
+    infos = [_load(session, spec, message.warmup_timeouts.get(spec.name)) for spec in message.models]
     for info in infos:
         if not info.ok:
             log.error("model %s failed to load: %s", info.name, info.error)
@@ -86,7 +87,7 @@ def serve(sock: socket.socket, session) -> int:
             return 0
         if isinstance(message, protocol.Score):
             started = time.perf_counter()
-            outputs, merged = session.score(message.model, message.parts)
+            outputs, merged = _score(session, message)
             protocol.send(sock, protocol.Scored(message.batch_id, outputs,
                                                 time.perf_counter() - started, merged))
         elif isinstance(message, protocol.Stats):
@@ -97,7 +98,18 @@ def serve(sock: socket.socket, session) -> int:
             return protocol.EXIT_PROTOCOL
 
 
-def _load(session, spec: protocol.ModelSpec) -> protocol.ModelInfo:
+def _score(session, message: protocol.Score) -> tuple[list, bool]:
+    """Score a batch; an exception in the bridge's code is each part's error, never the worker's end."""
+    try:
+        return session.score(message.model, message.parts)
+    except Exception as exc:
+        log.exception("scoring batch %s for model %s failed in the bridge", message.batch_id, message.model)
+        error = BridgeError(f"the bridge could not score this request: {type(exc).__name__}: {exc}",
+                            code="internal").to_dict()
+        return [error] * len(message.parts), False
+
+
+def _load(session, spec: protocol.ModelSpec, warmup_timeout: float | None) -> protocol.ModelInfo:
     """Load one model; a failure of any kind marks that model failed, never the worker."""
     try:
         info = session.load(spec)
@@ -106,18 +118,26 @@ def _load(session, spec: protocol.ModelSpec) -> protocol.ModelInfo:
         return protocol.ModelInfo(spec.name, spec.version, ok=False,
                                   error=f"the bridge could not load it: {exc}")
     if info.ok and info.schema:
-        error = _warm_up(session, info)
+        started = time.monotonic()
+        error = _warm_up(session, info, warmup_timeout)
+        if error and warmup_timeout and time.monotonic() - started >= warmup_timeout:
+            info.warmup_timed_out = True
+            error = (f"it took longer than {warmup_timeout:g} s (--warmup-timeout, default the "
+                     f"model's timeout); R said: {error}")
         if error:
             session.models.pop(spec.name, None)
             info.ok, info.error = False, f"the warm-up prediction failed: {error}"
     return info
 
 
-def _warm_up(session, info: protocol.ModelInfo) -> str | None:
-    """Score one schema-shaped row, so a model that cannot predict is caught now, not by a caller."""
+def _warm_up(session, info: protocol.ModelInfo, seconds: float | None) -> str | None:
+    """Score one schema-shaped row, so a model that cannot predict is caught now, not by a
+    caller; R stops it after `seconds` (where R checks for interrupts; the pool's start
+    timeout is the backstop for compiled code that never does)."""
     from rbridge.schema import Schema, example_rows
     columns, nrows = Schema(info.schema).encode({"data": example_rows(info.schema)}, 1)
-    outputs, _ = session.score(info.name, [protocol.Part("warm-up", nrows, columns)])
+    with session.time_limit(seconds):
+        outputs, _ = session.score(info.name, [protocol.Part("warm-up", nrows, columns)])
     return outputs[0]["error"]["message"] if isinstance(outputs[0], dict) else None
 
 

@@ -12,6 +12,7 @@ Results come back through `bridge_output` as plain vectors, read the same way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from rbridge.pool import protocol
-from rbridge.errors import InvalidInput, RError, Unavailable
+from rbridge.errors import BridgeError, InvalidInput, RError, Unavailable
 
 log = logging.getLogger("bridge.worker")
 
@@ -119,11 +120,20 @@ class RSession:
         if model is None:
             err = Unavailable(f"model '{name}' is not loaded in this worker", code="not_loaded").to_dict()
             return [err] * len(parts), False
-        if len(parts) > 1:
-            out = self._score_columns(model, _concat(parts, model), sum(p.nrows for p in parts))
+        if len(parts) > 1 and _one_shape(parts):
+            out = self._score_safely(model, _concat(parts), sum(p.nrows for p in parts))
             if isinstance(out, protocol.Output):
                 return _split(out, [p.nrows for p in parts]), True
-        return [self._score_columns(model, p.columns, p.nrows) for p in parts], False
+        return [self._score_safely(model, p.columns, p.nrows) for p in parts], False
+
+    def _score_safely(self, model: "_Loaded", columns: dict, nrows: int):
+        """`_score_columns`, with a failure of the bridge's own code as this part's error."""
+        try:
+            return self._score_columns(model, columns, nrows)
+        except Exception as exc:
+            log.exception("model %s: the bridge failed to score a request", model.spec.name)
+            return BridgeError(f"the bridge could not score this request: {type(exc).__name__}: {exc}",
+                               code="internal").to_dict()
 
     def _score_columns(self, model: "_Loaded", columns: dict, nrows: int):
         ri = self.ri
@@ -145,6 +155,20 @@ class RSession:
         names = out[2]
         return protocol.Output(str(out[1][0]), None if names.typeof == 0 else [str(n) for n in names],
                                [_from_r(ri, v) for v in out[3]])
+
+    @contextlib.contextmanager
+    def time_limit(self, seconds: float | None):
+        """R's setTimeLimit(elapsed = seconds) for what runs inside: an R error past it, where R
+        checks for interrupts (R code; not Sys.sleep in an embedded R, nor compiled loops)."""
+        ri = self.ri
+        set_limit = ri.baseenv["setTimeLimit"]
+        if seconds:
+            set_limit(elapsed=ri.FloatSexpVector([seconds]), transient=ri.BoolSexpVector([False]))
+        try:
+            yield
+        finally:
+            if seconds:
+                set_limit()
 
     def heap(self) -> tuple[int, int]:
         h = self._heap()
@@ -303,7 +327,12 @@ def _merge_schema(r_schema, json_schema, na_reason: str | None = None):
     return schema, source
 
 
-def _concat(parts: list, model: _Loaded) -> dict:
+def _one_shape(parts: list) -> bool:
+    first = protocol.column_shape(parts[0])
+    return all(protocol.column_shape(p) == first for p in parts[1:])
+
+
+def _concat(parts: list) -> dict:
     out = {}
     for name, (kind, _) in parts[0].columns.items():
         bufs = [p.columns[name][1] for p in parts]

@@ -41,7 +41,7 @@ def test_take_more_merges_same_model_up_to_the_row_limit():
         q.put(j)
     first = q.take(0)
     assert first is jobs[0]
-    mates = q.take_more("a", 5, 0)          # 8 - 3 rows left: the next 3-row job and the 1-row one
+    mates = q.take_more(first, 5, 0)         # 8 - 3 rows left: the next 3-row job and the 1-row one
     assert mates == [jobs[2], jobs[4]]
     assert q.take(0) is jobs[1] and q.take(0) is jobs[3]
 
@@ -51,7 +51,7 @@ def test_take_more_waits_for_late_arrivals():
     late = job("a")
     threading.Timer(0.05, q.put, args=(late,)).start()
     t0 = time.monotonic()
-    assert q.take_more("a", 4, 0.5) == [late]
+    assert q.take_more(job("a"), 4, 0.5) == [late]
     assert time.monotonic() - t0 < 0.5 + 0.2
 
 
@@ -128,7 +128,26 @@ def test_retried_jobs_are_never_merged_into_a_batch():
     retried.attempts = 1
     q.put(retried)
     q.put(fresh)
-    assert q.take_more("a", 10, 0) == [fresh]
+    assert q.take_more(job("a"), 10, 0) == [fresh]
+
+
+def part(columns: dict, rows=1):
+    return protocol.Part("r", rows, columns)
+
+
+def test_take_more_merges_only_jobs_of_the_same_column_names_and_types():
+    q = JobQueue(10)
+    first = Job("a", part({"x": ("numeric", [1.0]), "y": ("character", ["u"])}), 30)
+    same = Job("a", part({"x": ("numeric", [2.0]), "y": ("character", ["v"])}), 30)
+    others = [Job("a", part(cols), 30) for cols in (
+        {"x": ("logical", [True]), "y": ("character", ["v"])},               # another type
+        {"x": ("numeric", [2.0])},                                            # fewer columns
+        {"x": ("numeric", [2.0]), "y": ("character", ["v"]), "z": ("numeric", [1.0])},
+        {"y": ("character", ["v"]), "x": ("numeric", [2.0])})]               # another order
+    for j in others + [same]:
+        q.put(j)
+    assert q.take_more(first, 10, 0) == [same]
+    assert len(q) == len(others)
 
 
 def test_queue_depth_metric_counts_waiting_jobs():
@@ -141,7 +160,8 @@ def test_queue_depth_metric_counts_waiting_jobs():
                 for s in f.samples if s.name in ("rbridge_queue_depth", "rbridge_pool_size")}
 
     metrics = Metrics()
-    pool = Pool(settings_mod.load({"queue_size": "8"}, env={}), {}, metrics)
+    s = settings_mod.load({"queue_size": "8"}, env={})
+    pool = Pool(s, Registry(s, entries={}), metrics)
     metrics.attach(pool)
     assert scrape(metrics) == {"rbridge_queue_depth": 0, "rbridge_pool_size": 0}
     for _ in range(3):
@@ -149,3 +169,17 @@ def test_queue_depth_metric_counts_waiting_jobs():
     assert scrape(metrics)["rbridge_queue_depth"] == 3
     assert pool.queue.take(0) is not None
     assert scrape(metrics)["rbridge_queue_depth"] == 2
+
+
+def test_a_model_at_its_concurrency_limit_lets_other_models_pass():
+    limits = {"slow": 1, "fast": 2}
+    q = JobQueue(10, limits.get)
+    slow1, slow2, fast = job("slow"), job("slow"), job("fast")
+    for j in (slow1, slow2, fast):
+        q.put(j)
+    assert q.take(0) is slow1
+    assert q.take(0) is fast          # slow2 waits: slow holds its one worker
+    assert q.take(0) is None
+    q.release("slow")
+    assert q.take(0) is slow2
+    assert q.drain() == [] and len(q) == 0

@@ -55,10 +55,10 @@ class FastPath:
             body, extra = score(p, call, name, self._body(environ), mimetype.lower(), options.get("charset"))
             status = 200
         except BridgeError as exc:
-            status, body, extra = exc.status, access.error_body(exc), exc.headers
+            status, body, extra = exc.status, access.error_body(exc, path), exc.headers
         except Exception:
             log.exception("internal error on POST %s", path)
-            status, body, extra = 500, access.internal_error_body(call), {}
+            status, body, extra = 500, access.internal_error_body(call, path), {}
         payload = orjson.dumps(body, option=_JSON)
         headers = [*_FIXED, ("Content-Length", str(len(payload))), ("X-Request-ID", call.request_id),
                    *extra.items()]

@@ -62,6 +62,7 @@ class ModelInfo:
     schema: list | None = None   # effective columns: [{"name","type","levels","na","ordered"}]
     schema_source: str = "none"  # "r", "json" or "none" (types inferred from each request)
     load_seconds: float = 0.0
+    sample_output: "Output | None" = None   # the warm-up's prediction (one row): what answers look like
 
 
 @dataclasses.dataclass

@@ -79,11 +79,10 @@ def read_infer(body: bytes, header_length: str | None) -> InferRequest:
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
         raise BadRequest('send {"inputs": [{"name", "shape", "datatype", "data"}, ...]}: one tensor per '
                          "column of the model (GET /v2/models/<name> lists them)")
-    rid, params = doc.get("id"), doc.get("parameters")
+    rid = doc.get("id")
+    _parameters(doc, "the request")
     if rid is not None and not isinstance(rid, str):
         raise BadRequest('"id" must be a string')
-    if params is not None and not isinstance(params, dict):
-        raise BadRequest('"parameters" must be an object')
     inputs, offset = [], 0
     for i, spec in enumerate(doc["inputs"]):
         tensor, offset = _input(i, spec, binary, offset)
@@ -97,8 +96,8 @@ def read_infer(body: bytes, header_length: str | None) -> InferRequest:
     lengths = {len(t.values) for t in inputs}
     if len(lengths) != 1:
         raise BadRequest(f"every input must hold the same number of rows, got {sorted(lengths)}")
-    return InferRequest(rid, params, inputs, lengths.pop(), _requested(doc.get("outputs")),
-                        bool((params or {}).get("binary_data_output", False)))
+    return InferRequest(rid, doc.get("parameters"), inputs, lengths.pop(), _requested(doc.get("outputs")),
+                        bool(_parameters(doc, "the request").get("binary_data_output", False)))
 
 
 def _input(i: int, spec, binary, offset: int) -> tuple[Tensor, int]:
@@ -112,7 +111,7 @@ def _input(i: int, spec, binary, offset: int) -> tuple[Tensor, int]:
             not all(type(d) is int and d >= 1 for d in shape) or shape[1:] not in ([], [1])):
         raise BadRequest(f"input '{name}': shape {shape!r} is not [n] or [n, 1] (one column, n >= 1 rows)")
     n = shape[0]
-    size = (spec.get("parameters") or {}).get("binary_data_size")
+    size = _parameters(spec, f"input '{name}'").get("binary_data_size")
     if size is not None:
         if type(size) is not int or size < 0 or offset + size > len(binary):
             raise BadRequest(f"input '{name}': binary_data_size {size!r} is more than the body's "
@@ -194,12 +193,21 @@ def _requested(outputs) -> list | None:
     for spec in outputs:
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
             raise BadRequest('each of "outputs" must be an object with a "name"')
-        params = spec.get("parameters") or {}
+        params = _parameters(spec, f"output '{spec['name']}'")
         if "classification" in params:
             raise BadRequest("the classification extension is not supported: ask for the outputs themselves")
         binary = params.get("binary_data")
         out.append((spec["name"], None if binary is None else bool(binary)))
     return out
+
+
+def _parameters(spec: dict, what: str) -> dict:
+    params = spec.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise BadRequest(f'{what}: "parameters" must be an object')
+    return params
 
 
 def columns_body(request: InferRequest, columns: list | None) -> dict:

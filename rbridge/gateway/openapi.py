@@ -243,8 +243,9 @@ def _v2_paths(models: list[dict]) -> dict:
     binary = {"schema": {"type": "string", "format": "binary", "description": "the binary tensor data extension: "
                          "Inference-Header-Content-Length bytes of JSON, then the tensors"}}
     infer_ok = {"application/json": {"schema": _ref("V2InferResponse")}, "application/octet-stream": binary}
-    infer_body = {"required": True, "content": {"application/json": {"schema": _ref("V2InferRequest")},
-                                                "application/octet-stream": binary}}
+    infer_body = {"required": True, "description": "JSON, or with the Inference-Header-Content-Length header that "
+                  "many bytes of JSON followed by the binary tensors (binary_data_size in their parameters)",
+                  "content": {"application/json": {"schema": _ref("V2InferRequest")}}}
 
     def op(summary, schema, errors, **kw):
         out = _op(summary, "open inference protocol", schema, errors, **kw)
@@ -277,10 +278,14 @@ def _v2_paths(models: list[dict]) -> dict:
 
 
 def _v2_schemas() -> dict:
-    tensor = {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
+    value = {"type": ["number", "string", "boolean"]}
+    params = {"type": "object", "additionalProperties": {"type": ["number", "string", "boolean", "null"]}}
+    tensor = {"type": "object", "required": ["name", "shape", "datatype"], "additionalProperties": _SCALAR,
+              "properties": {
         "name": {"type": "string"}, "datatype": {"enum": ["FP64", "FP32", "INT32", "INT64", "BOOL", "BYTES"]},
         "shape": {"type": "array", "minItems": 1, "maxItems": 2, "items": {"type": "integer", "minimum": 1}},
-        "parameters": {"type": "object"}, "data": {"type": "array"}}}
+        "parameters": params, "data": {"type": "array", "description": "flat, or [[v], [v], ...] for shape [n, 1]",
+                                       "items": {"anyOf": [value, {"type": "array", "items": value}]}}}}
     meta = {"type": "object", "required": ["name", "datatype", "shape"], "properties": {
         "name": {"type": "string"}, "datatype": {"type": "string"},
         "shape": {"type": "array", "items": {"type": "integer"}}, "parameters": {"type": "object"}}}
@@ -293,14 +298,16 @@ def _v2_schemas() -> dict:
             "name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}},
             "platform": {"type": "string"}, "inputs": {"type": "array", "items": meta},
             "outputs": {"type": "array", "items": meta}, "parameters": {"type": "object"}}},
-        "V2InferRequest": {"type": "object", "required": ["inputs"], "properties": {
-            "id": {"type": "string"}, "parameters": {"type": "object"},
+        "V2InferRequest": {"type": "object", "required": ["inputs"], "additionalProperties": _SCALAR, "properties": {
+            "id": {"type": "string"}, "parameters": params,
             "inputs": {"type": "array", "minItems": 1, "items": tensor},
-            "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
-                "name": {"type": "string"}, "parameters": {"type": "object"}}}}}},
+            "outputs": {"type": "array", "items": {"type": "object", "required": ["name"],
+                                                   "additionalProperties": _SCALAR, "properties": {
+                                                       "name": {"type": "string"}, "parameters": params}}}}},
         "V2InferResponse": {"type": "object", "required": ["model_name", "outputs"], "properties": {
             "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
-            "parameters": {"type": "object"}, "outputs": {"type": "array", "items": tensor}}},
+            "parameters": {"type": "object"}, "outputs": {"type": "array", "items": {
+                "type": "object", "required": ["name", "shape", "datatype"]}}}},
     }
 
 

@@ -38,10 +38,13 @@ PLATFORM = "r-rds"                        # the ServingRuntime's model format (d
 _BINARY = {"FP64": "<f8", "FP32": "<f4", "INT32": "<i4", "INT64": "<i8", "BOOL": "u1"}
 DATATYPES = (*_BINARY, "BYTES")
 ACCEPTS = {"numeric": ("FP64", "FP32", "INT32", "INT64"), "integer": ("INT32", "INT64"),
-           "factor": ("BYTES",), "character": ("BYTES",), "logical": ("BOOL",)}
+           "factor": ("BYTES",), "character": ("BYTES",), "logical": ("BOOL",),
+           "date": ("BYTES",), "datetime": ("BYTES",),                     # ISO 8601 text, as natively
+           "difftime": ("FP64", "FP32", "INT32", "INT64")}
 _KIND_OF = {"FP64": "numeric", "FP32": "numeric", "INT32": "numeric", "INT64": "numeric",
             "BYTES": "character", "BOOL": "logical"}      # a model without a schema
-_NA_FORM = {"numeric": "NaN in the binary tensor form", "integer": "-2147483648 in the binary tensor form"}
+_NA_FORM = {"numeric": "NaN in the binary tensor form", "difftime": "NaN in the binary tensor form",
+            "integer": "-2147483648 in the binary tensor form"}
 _U32 = struct.Struct("<I")
 
 
@@ -227,7 +230,7 @@ def columns_body(request: InferRequest, columns: list | None) -> dict:
                                f"{' or '.join(ACCEPTS.get(kind, ('?',)))} (GET /v2/models/<name> lists the inputs)",
                                code="wrong_type", details={"column": t.name})
         values = t.values
-        if col is not None and not col.get("na") and None in values:   # the sentinel was a value
+        if col is not None and not takes_na(col) and None in values:   # the sentinel was a value
             raw = float("nan") if t.datatype.startswith("FP") else INT_NA
             values = [raw if v is None else v for v in values]
         out[t.name] = values
@@ -307,6 +310,11 @@ def model_metadata(name: str, info: protocol.ModelInfo) -> dict:
     return doc
 
 
+def takes_na(col: dict) -> bool:
+    """As Schema.encode reads a column: NA unless "na": false, or the worker's "na_reason"."""
+    return col.get("na", True) is not False and not col.get("na_reason")
+
+
 def _input_metadata(col: dict) -> dict:
     kind = col["type"]
     params = {"r_type": kind}
@@ -314,7 +322,7 @@ def _input_metadata(col: dict) -> dict:
         params["levels"] = col["levels"]
     if col.get("ordered"):
         params["ordered"] = True
-    if col.get("na"):
+    if takes_na(col):
         params["na"] = _NA_FORM.get(kind, "no V2 tensor form: send null with POST /models/<name>/predict")
     return {"name": col["name"], "datatype": ACCEPTS.get(kind, ("BYTES",))[0], "shape": [-1],
             "parameters": params}

@@ -78,7 +78,7 @@ def read_infer(body: bytes, header_length: str | None) -> InferRequest:
             raise BadRequest(f"{HEADER} must be the length of the JSON part, 0 to {len(body)} bytes, "
                              f"got {header_length!r}")
         body, binary = body[:size], memoryview(body)[size:]
-    doc = parse_json(body)
+    doc = parse_json(body, check_depth=False)   # tensors' names, datatypes and shapes nest 4 levels
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
         raise BadRequest('send {"inputs": [{"name", "shape", "datatype", "data"}, ...]}: one tensor per '
                          "column of the model (GET /v2/models/<name> lists them)")
@@ -210,6 +210,9 @@ def _parameters(spec: dict, what: str) -> dict:
         return {}
     if not isinstance(params, dict):
         raise BadRequest(f'{what}: "parameters" must be an object')
+    for key, value in params.items():       # the protocol's parameters are strings, numbers, booleans
+        if not isinstance(value, (str, int, float, bool)):
+            raise BadRequest(f'{what}: parameter "{key}" must be a string, number or boolean')
     return params
 
 

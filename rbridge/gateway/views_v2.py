@@ -61,18 +61,34 @@ def model_ready(name: str, version: str | None = None):
 @bp.post("/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None):
     caller()
-    p = parts()
+    body, headers = scored(parts(), g.call, name, version, request.get_data(cache=False),
+                           request.headers.get(oip.HEADER))
+    return Response(body, headers=headers)
+
+
+def scored(p, call, name: str, version: str | None, data: bytes, header_length: str | None) -> tuple[bytes, dict]:
+    """Score an authenticated inference request (this view, and fastpath.py): (body, headers)."""
     req = None
 
     def read(info, schema):
         nonlocal req
         _check_version(name, info, version)
-        req = oip.read_infer(request.get_data(cache=False), request.headers.get(oip.HEADER))
+        req = oip.read_infer(data, header_length)
         return schema.encode(oip.columns_body(req, info.schema), p.settings.max_rows)
-    job = run(p, g.call, name, read)
+    job = run(p, call, name, read)
     body, headers = oip.infer_response(req, name, job.version, job.output)
     headers["X-Model-Version"] = job.version or ""
-    return Response(body, headers=headers)
+    return body, headers
+
+
+def target(path: str) -> tuple[str, str | None] | None:
+    """(name, version) of an infer path, /v2/models/<name>[/versions/<v>]/infer, else None."""
+    parts_ = path[11:-6].split("/") if path.startswith("/v2/models/") and path.endswith("/infer") else ()
+    if len(parts_) == 1 and parts_[0]:
+        return parts_[0], None
+    if len(parts_) == 3 and parts_[0] and parts_[1] == "versions" and parts_[2]:
+        return parts_[0], parts_[2]
+    return None
 
 
 def _loaded(name: str, version: str | None):

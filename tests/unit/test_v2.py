@@ -28,18 +28,20 @@ NA_SCHEMA = [{"name": "wt", "type": "numeric", "levels": None, "na": True},
              {"name": "n", "type": "integer", "levels": None, "na": True}]
 
 
-def v2_app(tmp_path, schema=CARS, sample=None):
+def v2_app(tmp_path, schema=CARS, sample=None, fast_path=True):
     s = settings_mod.load({"users": str(tmp_path / "users.json"), "max_rows": "100"}, env={})
     make_users(s.users)
     registry = fake_registry(s, ("cars",), schema)
     registry.infos["cars"].sample_output = sample
     pool = FakePool()
-    return create_app(s, registry, pool, Authenticator(UserStore(s.users), [b"k" * 32], 3600)).test_client(), pool
+    app = create_app(s, registry, pool, Authenticator(UserStore(s.users), [b"k" * 32], 3600), fast_path=fast_path)
+    return app.test_client(), pool
 
 
-@pytest.fixture
-def v2(tmp_path):
-    return v2_app(tmp_path)
+@pytest.fixture(params=[True, False], ids=["fast-path", "flask"])
+def v2(tmp_path, request):
+    """Infer requests take the fast path in front of Flask, or Flask's own route: the same contract."""
+    return v2_app(tmp_path, fast_path=request.param)
 
 
 def tensor(name, values, datatype, shape=None):
@@ -217,6 +219,8 @@ def test_health_is_open_and_the_rest_needs_a_user(v2):
     (lambda b: b["inputs"][0].update(shape=[2], data=[1.0, 2.0]), 400, ["same number of rows"]),
     (lambda b: b.update(inputs=[]), 400, ["one tensor per column"]),
     (lambda b: b.update(id=5), 400, ['"id"']),
+    (lambda b: b.update(parameters={"deep": [[[[1]]]]}), 400, ['parameter "deep"']),
+    (lambda b: b["inputs"][0].update(data=[[[[[2.5]]]]]), 422, ["'wt'", "a number"]),
     (lambda b: b.update(outputs=[{"name": "predictions", "parameters": {"classification": 2}}]), 400,
      ["classification"]),
 ])

@@ -821,6 +821,68 @@ def markdown(res: dict) -> str:
     return "\n".join(out)
 
 
+# --------------------------------------------------------------------------------------------------------------
+# The Open Inference Protocol against the native API: one rbridge, the same rows, interleaved
+# --------------------------------------------------------------------------------------------------------------
+def v2_body(s: Server, rows: list) -> bytes:
+    """The rows as a V2 inference request, one tensor per input, typed as GET /v2/models/<name> says."""
+    code, meta = http("GET", f"http://127.0.0.1:{s.port}/v2/models/{MODEL_NAMES['lm']}",
+                      headers={"Authorization": s.auth}, timeout=30)
+    if code != 200:
+        raise BenchError(f"rbridge GET /v2/models/{MODEL_NAMES['lm']} answered {code}: {meta[:300]!r}")
+    inputs = [{"name": i["name"], "datatype": i["datatype"], "shape": [len(rows)],
+               "data": [r[i["name"]] for r in rows]} for i in json.loads(meta)["inputs"]]
+    return json.dumps({"inputs": inputs}).encode()
+
+
+def run_v2(args, work: Path, tmp: Path, duration: float, reps: int) -> dict:
+    """lm, 1 row, c=32, keep-alive: POST /models/<name>/predict and POST /v2/models/<name>/infer on the same
+    server, both checked against R's predict() first, then loaded in turn `reps` times; medians and V2/native."""
+    prepare_models(work, ["lm"])
+    s = start_rbridge(serve_dir(work, "lm"), "lm", tmp, args.rbridge_workers)
+    try:
+        wait_ready([s], args.startup_timeout)
+        s.auth = rbridge_auth(s, args.auth)
+        native_body = work / "payloads" / "lm_1.json"
+        expected = json.loads((work / "payloads" / "lm_1.expected.json").read_text())
+        check_predictions(s, native_body, expected)
+        body = tmp / "lm_1.v2.json"
+        body.write_bytes(v2_body(s, json.loads(native_body.read_text())["data"]))
+        v2_url = f"http://127.0.0.1:{s.port}/v2/models/{MODEL_NAMES['lm']}/infer"
+        code, answer = http("POST", v2_url, body.read_bytes(), {"Authorization": s.auth}, timeout=60)
+        got = json.loads(answer)["outputs"][0]["data"] if code == 200 else None
+        if got is None or len(got) != len(expected) or not all(map(same_prediction, got, expected)):
+            raise BenchError(f"rbridge /v2 infer answered {code} {answer[:300]!r}; R gives {expected}")
+        log("lm_1: native and /v2 predictions equal R's predict()")
+        sc = Scenario("lm 1row c32 keepalive: native vs v2", "lm", 1, 32, True, duration)
+        if not args.smoke:
+            run_wrk(s.url, native_body, s.auth, Scenario("warm-up", "lm", 1, 8, True, 2.0))
+        runs = {"native": [], "v2": []}
+        for rep in range(reps):
+            for kind, url, payload in (("native", s.url, native_body), ("v2", v2_url, body)):
+                x = run_wrk(url, payload, s.auth, sc)
+                runs[kind].append(x)
+                log(f"rep {rep + 1}/{reps} {kind:6} {x['rps']:9.1f} req/s  p50 {fmt(x['p50_ms'], 2):>8} ms  "
+                    f"p99 {fmt(x['p99_ms'], 2):>8} ms" + (f"  ERRORS {x['errors']}" if x["error_count"] else ""))
+            if s.failed():
+                raise BenchError(s.failed())
+    finally:
+        s.stop()
+    med = {k: {m: median_or_none([r[m] for r in v]) for m in ("rps", "p50_ms", "p99_ms")} |
+           {"errors": sum(r["error_count"] for r in v), "requests": sum(r["requests"] for r in v)}
+           for k, v in runs.items()}
+    out = {"scenario": sc.name, "duration_s": duration, "reps": reps, "median": med, "runs": runs,
+           "ratios": {"rps_v2_vs_native": ratio(med["v2"]["rps"], med["native"]["rps"]),
+                      "p50_v2_vs_native": ratio(med["v2"]["p50_ms"], med["native"]["p50_ms"])}}
+    print(f"\n{sc.name} ({reps} x {duration:g} s each, interleaved)")
+    for k in ("native", "v2"):
+        print(f"  {k:6} {fmt(med[k]['rps']):>8} req/s  p50 {fmt(med[k]['p50_ms'], 2):>6} ms  "
+              f"p99 {fmt(med[k]['p99_ms'], 2):>6} ms  errors {med[k]['errors']}")
+    print(f"  V2 / native: requests/s {fmt(out['ratios']['rps_v2_vs_native'], 3)}, "
+          f"p50 {fmt(out['ratios']['p50_v2_vs_native'], 3)}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -842,7 +904,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--startup-timeout", type=float, default=240.0)
     ap.add_argument("--work", type=Path, default=BENCH / "work", help="models and payloads (default bench/work)")
     ap.add_argument("--keep-temp", action="store_true", help="keep the temp dir with server logs")
+    ap.add_argument("--v2", action="store_true", help="only the Open Inference Protocol scenario: /v2 infer against "
+                    "the native route on one rbridge, lm 1 row, c=32 (JSON in --out)")
     args = ap.parse_args(argv)
+    if args.v2:
+        return main_v2(args)
 
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     if not servers or set(servers) - set(SERVERS):
@@ -1055,6 +1121,26 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"server logs kept in {tmp}", file=sys.stderr)
+
+
+def main_v2(args) -> int:
+    duration, reps = args.duration or (1.0 if args.smoke else 5.0), args.reps or (1 if args.smoke else 5)
+    signal.signal(signal.SIGTERM, _on_signal)
+    atexit.register(CHILDREN.stop_all)
+    tmp = Path(tempfile.mkdtemp(prefix="rbridge-bench-v2-"))
+    try:
+        res = {"smoke": args.smoke, "machine": machine_info(), **run_v2(args, args.work.resolve(), tmp, duration, reps)}
+        out = args.out or BENCH / "results" / f"v2-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2) + "\n")
+        print(f"results: {out}")
+        return 1 if any(m["errors"] for m in res["median"].values()) else 0
+    except BenchError as e:
+        print(f"\nbench failed: {e}", file=sys.stderr)
+        return 1
+    finally:
+        CHILDREN.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

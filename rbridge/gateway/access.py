@@ -36,13 +36,17 @@ class Call:
         self.rows = 0
 
 
-def error_body(exc: BridgeError) -> dict:
+def error_body(exc: BridgeError, path: str) -> dict:
+    """The one rendering of every error: {"error": {"code", "message", ...details}}, or on the
+    Open Inference Protocol's routes (/v2...) the protocol's {"error": "message"}."""
+    if path.startswith("/v2/") or path == "/v2":
+        return {"error": exc.message}
     return {"error": {"code": exc.code, "message": exc.message, **exc.details}}
 
 
-def internal_error_body(call: Call) -> dict:
-    return {"error": {"code": "internal_error", "message": "the bridge failed; the server log has the "
-                                                            f"details (request id {call.request_id})"}}
+def internal_error_body(call: Call, path: str) -> dict:
+    return error_body(BridgeError("the bridge failed; the server log has the details (request id "
+                                  f"{call.request_id})"), path)
 
 
 def finish(metrics, call: Call, method: str, path: str, status: int) -> None:

@@ -7,8 +7,10 @@ blueprint modules, one per concern:
     views_models.py    GET /models, /models/<name>, OpenAPI documents
     views_signin.py    POST /login, /login/refresh, /logout
     views_ops.py       /healthz, /readyz, /status, /admin/reload, /metrics, pages
+    views_v2.py        /v2/...: the Open Inference Protocol (KServe V2) over the same pipeline
 Here: the hooks every request passes (request id, CORS, security headers, one access-log line,
-metrics) and the error handlers: every error is rendered as {"error": {"code", "message"}}.
+metrics) and the error handlers: every error is rendered by access.error_body, as
+{"error": {"code", "message"}}, or under /v2 as the protocol's {"error": "message"}.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import re
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from rbridge.errors import BridgeError, TooLarge
-from rbridge.gateway import access, dashboard, throttle, views_models, views_ops, views_predict, views_signin
+from rbridge.errors import BridgeError, Forbidden, TooLarge
+from rbridge.gateway import (access, dashboard, throttle, views_models, views_ops, views_predict, views_signin,
+                             views_v2)
 from rbridge.gateway.access import HSTS, SECURITY_HEADERS, Call
 from rbridge.gateway.auth import Authenticator
 from rbridge.gateway.bodies import LimitedRequest
@@ -59,8 +62,7 @@ def create_app(settings, registry, pool, authenticator: Authenticator, reloader=
         if request.method == "OPTIONS" and cors_origins and "Access-Control-Request-Method" in request.headers:
             if cors_origin():
                 return Response(status=204)
-            return json_response({"error": {"code": "cors_origin_not_allowed", "message":
-                                            "this origin is not in --cors-origins"}}, 403)
+            return bridge_error(Forbidden("this origin is not in --cors-origins", code="cors_origin_not_allowed"))
         return None
 
     @app.before_request
@@ -90,7 +92,7 @@ def create_app(settings, registry, pool, authenticator: Authenticator, reloader=
 
     @app.errorhandler(BridgeError)
     def bridge_error(exc: BridgeError):
-        return json_response(access.error_body(exc), exc.status, exc.headers)
+        return json_response(access.error_body(exc, request.path), exc.status, exc.headers)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -98,15 +100,16 @@ def create_app(settings, registry, pool, authenticator: Authenticator, reloader=
             return bridge_error(TooLarge(f"the request body is larger than {settings.max_body} bytes (--max-body)"))
         slug = re.sub(r"[^a-z]+", "_", (exc.name or "error").lower()).strip("_")
         allow = exc.valid_methods if isinstance(exc, MethodNotAllowed) else None   # 405 says what is allowed
-        return json_response({"error": {"code": slug, "message": exc.description}}, exc.code or 500,
-                             {"Allow": ", ".join(allow)} if allow else None)
+        return bridge_error(BridgeError(exc.description, code=slug, status=exc.code or 500,
+                                        headers={"Allow": ", ".join(allow)} if allow else None))
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         log.exception("internal error on %s %s", request.method, request.path)
-        return json_response(access.internal_error_body(g.call if "call" in g else Call(None)), 500)
+        call = g.call if "call" in g else Call(None)
+        return json_response(access.internal_error_body(call, request.path), 500)
 
-    for module in (views_ops, views_signin, views_models, views_predict):
+    for module in (views_ops, views_signin, views_models, views_predict, views_v2):
         app.register_blueprint(module.bp)
     if fast_path and not cors_origins:    # with CORS on, every request takes Flask's way
         app.wsgi_app = FastPath(app.wsgi_app, parts)

@@ -1,6 +1,7 @@
 """The fast path: scoring requests answered by a small WSGI handler in front of the Flask app.
 
-POST /models/<name>/predict and POST /predict are the hot path; Flask's per-request machinery
+POST /models/<name>/predict, POST /predict and POST /v2/models/<name>[/versions/<v>]/infer
+(views_v2.scored) are the hot path; Flask's per-request machinery
 (request and response objects, routing, hooks, context locals) costs more there than every
 other step of the gateway together. This handler does the same steps with the same code
 (access.py: request id, headers, access log, metrics; context.authenticate; views_predict.score)
@@ -19,7 +20,7 @@ import orjson
 from werkzeug.http import parse_options_header
 
 from rbridge.errors import BridgeError, TooLarge
-from rbridge.gateway import access
+from rbridge.gateway import access, views_v2
 from rbridge.gateway.access import HSTS, SECURITY_HEADERS, Call
 from rbridge.gateway.context import authenticate
 from rbridge.gateway.views_predict import default_model, score
@@ -27,7 +28,7 @@ from rbridge.gateway.views_predict import default_model, score
 log = logging.getLogger("bridge.access")
 _JSON = orjson.OPT_SERIALIZE_NUMPY
 _STATUS = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
-_FIXED = [("Content-Type", "application/json"), *SECURITY_HEADERS.items()]
+_FIXED = list(SECURITY_HEADERS.items())
 
 
 class FastPath:
@@ -39,29 +40,37 @@ class FastPath:
         if environ["REQUEST_METHOD"] != "POST":
             return self.app(environ, start_response)
         path = environ.get("PATH_INFO", "")
+        v2 = None
         if path == "/predict":
             name = None
         elif path.startswith("/models/") and path.endswith("/predict") and "/" not in path[8:-8] and path[8:-8]:
             name = path[8:-8]
-        else:
+        elif (v2 := views_v2.target(path)) is None:
             return self.app(environ, start_response)
         p, call = self.parts, Call(environ.get("HTTP_X_REQUEST_ID"))
         try:
             authenticate(p, call, environ.get("HTTP_AUTHORIZATION"), environ.get("HTTP_X_API_KEY"),
                          environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"))
-            if name is None:
-                name = default_model(p)
-            mimetype, options = parse_options_header(environ.get("CONTENT_TYPE", ""))
-            body, extra = score(p, call, name, self._body(environ), mimetype.lower(), options.get("charset"))
+            if v2 is not None:
+                payload, extra = views_v2.scored(p, call, *v2, self._body(environ),
+                                                 environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH"))
+            else:
+                if name is None:
+                    name = default_model(p)
+                mimetype, options = parse_options_header(environ.get("CONTENT_TYPE", ""))
+                body, extra = score(p, call, name, self._body(environ), mimetype.lower(), options.get("charset"))
+                payload = orjson.dumps(body, option=_JSON)
             status = 200
         except BridgeError as exc:
-            status, body, extra = exc.status, access.error_body(exc), exc.headers
+            status, extra = exc.status, exc.headers
+            payload = orjson.dumps(access.error_body(exc, path), option=_JSON)
         except Exception:
             log.exception("internal error on POST %s", path)
-            status, body, extra = 500, access.internal_error_body(call), {}
-        payload = orjson.dumps(body, option=_JSON)
-        headers = [*_FIXED, ("Content-Length", str(len(payload))), ("X-Request-ID", call.request_id),
-                   *extra.items()]
+            status, extra = 500, {}
+            payload = orjson.dumps(access.internal_error_body(call, path), option=_JSON)
+        headers = [*_FIXED, ("Content-Type", extra.get("Content-Type", "application/json")),
+                   ("Content-Length", str(len(payload))), ("X-Request-ID", call.request_id),
+                   *((k, v) for k, v in extra.items() if k != "Content-Type")]
         if environ.get("wsgi.url_scheme") == "https":
             headers.append(("Strict-Transport-Security", HSTS))
         start_response(_STATUS[status], headers)

@@ -77,6 +77,9 @@ def build_spec(models: list[dict], *, max_rows: int = 100_000, default_model: st
         op["summary"] = f"Score rows with the default model ({default['name']})"
         paths["/predict"] = {"post": op}
     paths.update(_operator_paths(set(routes)))
+    if "/v2/models/<name>/infer" in routes:
+        paths.update(_v2_paths(models))
+        schemas.update(_v2_schemas())
     return spec
 
 
@@ -230,6 +233,82 @@ def _operator_paths(routes: set) -> dict:
         paths["/admin/reload"] = {"post": _op("Scan the models folder now (admin)", "operators",
                                               {"type": "object"}, ADMIN_ERRORS)}
     return paths
+
+
+def _v2_paths(models: list[dict]) -> dict:
+    """The Open Inference Protocol (views_v2.py): its errors are {"error": "message"}."""
+    name = [_name_param(models)]
+    version = name + [{"name": "version", "in": "path", "required": True, "schema": {"type": "string"},
+                       "description": "the version being served (any other is a 404)"}]
+    binary = {"schema": {"type": "string", "format": "binary", "description": "the binary tensor data extension: "
+                         "Inference-Header-Content-Length bytes of JSON, then the tensors"}}
+    infer_ok = {"application/json": {"schema": _ref("V2InferResponse")}, "application/octet-stream": binary}
+    infer_body = {"required": True, "description": "JSON, or with the Inference-Header-Content-Length header that "
+                  "many bytes of JSON followed by the binary tensors (binary_data_size in their parameters)",
+                  "content": {"application/json": {"schema": _ref("V2InferRequest")}}}
+
+    def op(summary, schema, errors, **kw):
+        out = _op(summary, "open inference protocol", schema, errors, **kw)
+        for status in errors:
+            out["responses"][str(status)] = {"description": ERRORS[status][1],
+                                             "content": {"application/json": {"schema": _ref("V2Error")}}}
+        return out
+
+    paths = {
+        "/v2": {"get": op("Server metadata", _ref("V2Server"), READ_ERRORS, operation_id="v2_server")},
+        "/v2/health/live": {"get": op("Liveness, as /healthz", {"type": "object"}, (), security=[],
+                                      operation_id="v2_live")},
+        "/v2/health/ready": {"get": op("Readiness, as /readyz (503 when not ready)", _ref("Ready"), (),
+                                       security=[], operation_id="v2_ready", extra={"503": {
+                                           "description": "not ready", "content": {"application/json": {
+                                               "schema": _ref("Ready")}}}})},
+    }
+    for suffix, params, tag in (("", name, ""), ("/versions/{version}", version, "_version")):
+        base = "/v2/models/{name}" + suffix
+        paths[base] = {"get": op("Model metadata: inputs and outputs, named and typed", _ref("V2Model"),
+                                 READ_ERRORS + (404, 503), parameters=params, operation_id=f"v2_model{tag}")}
+        paths[base + "/ready"] = {"get": op("Model readiness (200 loaded, 503 not)", {"type": "object"},
+                                            READ_ERRORS + (404, 503), parameters=params,
+                                            operation_id=f"v2_model_ready{tag}")}
+        paths[base + "/infer"] = {"post": op(
+            "Score one tensor per input column", _ref("V2InferResponse"), PREDICT_ERRORS, parameters=params,
+            operation_id=f"v2_infer{tag}", body=infer_body)}
+        paths[base + "/infer"]["post"]["responses"]["200"]["content"] = infer_ok
+    return paths
+
+
+def _v2_schemas() -> dict:
+    value = {"type": ["number", "string", "boolean"]}
+    params = {"type": "object", "additionalProperties": {"type": ["number", "string", "boolean", "null"]}}
+    tensor = {"type": "object", "required": ["name", "shape", "datatype"], "additionalProperties": _SCALAR,
+              "properties": {
+        "name": {"type": "string"}, "datatype": {"enum": ["FP64", "FP32", "INT32", "INT64", "BOOL", "BYTES"]},
+        "shape": {"type": "array", "minItems": 1, "maxItems": 2, "items": {"type": "integer", "minimum": 1}},
+        "parameters": params, "data": {"type": "array", "description": "flat, or [[v], [v], ...] for shape [n, 1]",
+                                       "items": {"anyOf": [value, {"type": "array", "items": value}]}}}}
+    meta = {"type": "object", "required": ["name", "datatype", "shape"], "properties": {
+        "name": {"type": "string"}, "datatype": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}}, "parameters": {"type": "object"}}}
+    return {
+        "V2Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+        "V2Server": {"type": "object", "required": ["name", "version", "extensions"], "properties": {
+            "name": {"type": "string"}, "version": {"type": "string"},
+            "extensions": {"type": "array", "items": {"type": "string"}}}},
+        "V2Model": {"type": "object", "required": ["name", "platform", "inputs", "outputs"], "properties": {
+            "name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}},
+            "platform": {"type": "string"}, "inputs": {"type": "array", "items": meta},
+            "outputs": {"type": "array", "items": meta}, "parameters": {"type": "object"}}},
+        "V2InferRequest": {"type": "object", "required": ["inputs"], "additionalProperties": _SCALAR, "properties": {
+            "id": {"type": "string"}, "parameters": params,
+            "inputs": {"type": "array", "minItems": 1, "items": tensor},
+            "outputs": {"type": "array", "items": {"type": "object", "required": ["name"],
+                                                   "additionalProperties": _SCALAR, "properties": {
+                                                       "name": {"type": "string"}, "parameters": params}}}}},
+        "V2InferResponse": {"type": "object", "required": ["model_name", "outputs"], "properties": {
+            "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+            "parameters": {"type": "object"}, "outputs": {"type": "array", "items": {
+                "type": "object", "required": ["name", "shape", "datatype"]}}}},
+    }
 
 
 def _skeleton(title: str, description: str) -> dict:

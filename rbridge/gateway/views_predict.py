@@ -3,7 +3,8 @@
 The way of one request: authenticate -> the model must be loaded -> body (JSON or CSV) ->
 Schema.encode (rbridge/schema.py: rows to typed columns, 422s) -> pool.predict (queue, worker,
 R; rbridge/pool/) -> render the worker's output -> JSON with the version in X-Model-Version.
-`score` is that way for either path: the Flask views below, and fastpath.py in front of Flask.
+`score` is that way for either path: the Flask views below, and fastpath.py in front of Flask;
+its core, `run`, is shared with the Open Inference Protocol's route (views_v2.py).
 """
 
 from __future__ import annotations
@@ -29,20 +30,38 @@ def default_model(p) -> str:
 
 def score(p, call, name: str, data: bytes, mimetype: str, charset: str | None) -> tuple[dict, dict]:
     """Score an authenticated request's body with model `name`: (response body, headers)."""
+    def read(info: protocol.ModelInfo, schema):
+        body = csvbody.parse(data, info.schema, charset) if mimetype == "text/csv" else parse_json(data)
+        return schema.encode(body, p.settings.max_rows, p.settings.max_columns)
+    job = run(p, call, name, read)
+    return ({"model": name, "version": job.version, "predictions": render(job.output)},
+            {"X-Model-Version": job.version or ""})
+
+
+def run(p, call, name: str, read):
+    """What every scoring route does, whatever its wire format (this one; /v2 in views_v2.py):
+    the model must be loaded (404, 503), `read(info, schema)` turns the request into typed
+    columns and their row count (raising its 4xx), the pool scores them; `call` (the access log,
+    the metrics) learns the model, rows, version and worker. Returns the pool's job."""
+    registry = p.registry
+    call.model = name if name in registry.entries else None
+    info = loaded(p, name)
+    columns, nrows = read(info, registry.schema(info))
+    call.rows = nrows
+    job = p.pool.predict(name, protocol.Part(call.request_id, nrows, columns), registry.timeout_for(name))
+    call.version, call.worker = job.version, job.slot
+    return job
+
+
+def loaded(p, name: str) -> protocol.ModelInfo:
+    """What the model's workers reported, when it is loaded (404 unknown, 503 not loaded)."""
     registry = p.registry
     info = registry.info(name)
-    call.model = name if name in registry.entries else None
     if info is None or not info.ok:
         raise unknown_model(name) if name not in registry.entries else Unavailable(
             f"model '{name}' is not loaded: {registry.describe(name)['error'] or 'still loading'}",
             code="model_not_loaded")
-    body = csvbody.parse(data, info.schema, charset) if mimetype == "text/csv" else parse_json(data)
-    columns, nrows = registry.schema(info).encode(body, p.settings.max_rows, p.settings.max_columns)
-    call.rows = nrows
-    job = p.pool.predict(name, protocol.Part(call.request_id, nrows, columns), registry.timeout_for(name))
-    call.version, call.worker = job.version, job.slot
-    return ({"model": name, "version": job.version, "predictions": render(job.output)},
-            {"X-Model-Version": job.version or ""})
+    return info
 
 
 @bp.post("/predict")

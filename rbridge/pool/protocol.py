@@ -64,6 +64,7 @@ class ModelInfo:
     schema_source: str = "none"  # "r", "json" or "none" (types inferred from each request)
     load_seconds: float = 0.0
     warmup_timed_out: bool = False   # failed because its warm-up outran --warmup-timeout
+    sample_output: "Output | None" = None   # the warm-up's prediction (one row): what answers look like
 
 
 @dataclasses.dataclass

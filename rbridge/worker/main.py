@@ -133,12 +133,16 @@ def _load(session, spec: protocol.ModelSpec, warmup_timeout: float | None) -> pr
 def _warm_up(session, info: protocol.ModelInfo, seconds: float | None) -> str | None:
     """Score one schema-shaped row, so a model that cannot predict is caught now, not by a
     caller; R stops it after `seconds` (where R checks for interrupts; the pool's start
-    timeout is the backstop for compiled code that never does)."""
+    timeout is the backstop for compiled code that never does). Its answer tells the names
+    and types of the model's outputs (the V2 metadata shows them)."""
     from rbridge.schema import Schema, example_rows
     columns, nrows = Schema(info.schema).encode({"data": example_rows(info.schema)}, 1)
     with session.time_limit(seconds):
         outputs, _ = session.score(info.name, [protocol.Part("warm-up", nrows, columns)])
-    return outputs[0]["error"]["message"] if isinstance(outputs[0], dict) else None
+    if isinstance(outputs[0], dict):
+        return outputs[0]["error"]["message"]
+    info.sample_output = outputs[0]
+    return None
 
 
 def _protect_gateway() -> None:

@@ -41,3 +41,20 @@ def test_bench_smoke(tmp_path):
         assert 0 < sc["median"][server]["gateway_cpu_us"] < 1e6, sc["median"][server]
     assert "gateway_cpu_us" not in sc["runs"]["plumber-1"][0]
     assert out.with_suffix(".md").read_text().count("| lm 1row c8 keepalive |") == 1
+
+
+@pytest.mark.skipif(not all(shutil.which(t) for t in ("wrk", "Rscript")),
+                    reason="the benchmark needs wrk and R (apt-get install wrk)")
+def test_bench_v2_smoke(tmp_path):
+    """bench/run.py --v2: the Open Inference Protocol against the native route on one server."""
+    out = tmp_path / "v2.json"
+    cp = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--v2", "--smoke", "--out", str(out)],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert cp.returncode == 0, f"bench/run.py --v2 --smoke failed:\n{cp.stdout}\n{cp.stderr}"
+    assert "native and /v2 predictions equal R's predict()" in cp.stderr
+    res = json.loads(out.read_text())
+    for kind in ("native", "v2"):
+        m = res["median"][kind]
+        assert m["requests"] > 0 and m["errors"] == 0 and m["rps"] > 0, (kind, m)
+    assert res["ratios"]["rps_v2_vs_native"] > 0
+    assert "V2 / native: requests/s" in cp.stdout

@@ -34,6 +34,20 @@ def test_spec_is_valid_openapi_3_1():
     validate(openapi.build_spec([], max_rows=500))
 
 
+def test_v2_endpoints_are_listed_when_the_app_has_them():
+    spec = openapi.build_spec([CARS], routes=["/v2/models/<name>/infer"])
+    validate(spec)
+    v2 = sorted(p for p in spec["paths"] if p.startswith("/v2"))
+    assert v2 == ["/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{name}", "/v2/models/{name}/infer",
+                  "/v2/models/{name}/ready", "/v2/models/{name}/versions/{version}",
+                  "/v2/models/{name}/versions/{version}/infer", "/v2/models/{name}/versions/{version}/ready"]
+    infer = spec["paths"]["/v2/models/{name}/infer"]["post"]
+    assert infer["responses"]["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/V2Error"}
+    assert set(infer["responses"]["200"]["content"]) == {"application/json", "application/octet-stream"}
+    assert spec["paths"]["/v2/health/ready"]["get"]["security"] == []
+    assert not any(p.startswith("/v2") for p in openapi.build_spec([CARS], routes=[])["paths"])
+
+
 def test_optional_endpoints_only_when_the_app_has_them():
     paths = openapi.build_spec([CARS], routes=[])["paths"]
     assert "/login/refresh" not in paths and "/admin/reload" not in paths and "/predict" not in paths

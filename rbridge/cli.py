@@ -169,7 +169,8 @@ def parser() -> argparse.ArgumentParser:
                             help="read the password from the first line of standard input")
         if name == "add":
             sp.add_argument("--role", choices=users.ROLES, default=None,
-                            help="admin or scorer (default: scorer, or the user's current role)")
+                            help="scorer (scores), publisher (also publishes models), admin (everything); default: scorer, "
+                                 "or the user's current role")
         sp.add_argument("--users", default=None, help="users file (default ./users.json; env RBRIDGE_USERS)")
         sp.set_defaults(func=func)
 

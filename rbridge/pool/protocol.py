@@ -64,6 +64,7 @@ class ModelInfo:
     schema_source: str = "none"  # "r", "json" or "none" (types inferred from each request)
     load_seconds: float = 0.0
     warmup_timed_out: bool = False   # failed because its warm-up outran --warmup-timeout
+    output_levels: list | None = None   # levels of a factor answer (seen at the warm-up), else None
 
 
 @dataclasses.dataclass
@@ -123,6 +124,7 @@ class Output:
     kind: str
     names: list | None
     values: list                 # numpy arrays or lists, each nrows long
+    levels: list | None = None   # a factor answer's levels, in R's order (the values are labels)
 
 
 @dataclasses.dataclass

@@ -138,7 +138,10 @@ def _warm_up(session, info: protocol.ModelInfo, seconds: float | None) -> str | 
     columns, nrows = Schema(info.schema).encode({"data": example_rows(info.schema)}, 1)
     with session.time_limit(seconds):
         outputs, _ = session.score(info.name, [protocol.Part("warm-up", nrows, columns)])
-    return outputs[0]["error"]["message"] if isinstance(outputs[0], dict) else None
+    if isinstance(outputs[0], dict):
+        return outputs[0]["error"]["message"]
+    info.output_levels = outputs[0].levels
+    return None
 
 
 def _protect_gateway() -> None:

@@ -94,11 +94,18 @@ def delete(name: str):
     store, reloader = _writable()
     if name not in parts().registry.entries:
         raise NotFound(f"no model named '{name}' is served", code="unknown_model")
+    served = {}
+
+    def retire():       # the version served until now (hand-dropped files become one here)
+        store.retire(name)
+        served.update(next((m for m in store.list(name) if m["files"] == retiring), {}))
+
+    retiring = store.live_files(name)
     try:
-        reloader.remove(name, lambda: store.retire(name), f"DELETE /models/{name}")
+        reloader.remove(name, retire, f"DELETE /models/{name}")
     except RuntimeError as exc:
         raise Unavailable(str(exc), code="reload_failed") from None
-    g.audit = next((m for m in reversed(store.list(name))), {})
+    g.audit = served
     return json_response({"name": name, "deleted": True, "versions": len(store.list(name))})
 
 

@@ -7,6 +7,8 @@ published through one is served by the other within two reload intervals (plus i
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -161,3 +163,34 @@ def test_upload_cap_is_max_model_bytes(small_models, tmp_path, uploads):
         assert r.status_code == 413 and "--max-model-bytes" in r.json()["error"]["message"], r.text
         assert answer(s) == uploads["expected_v1"]
         assert not list((models / ".versions" / ".incoming").iterdir())    # nothing left behind
+
+
+def test_python_client_and_cli(replicas, uploads):
+    from rbridge.client import BridgeClientError, Client
+
+    a, _, _ = replicas
+
+    def cli(*args):
+        out = subprocess.run([sys.executable, "-m", "rbridge", *args, "--url", a.url, "--user", PUBLISHER[0],
+                              "--password-stdin"], input=PUBLISHER[1] + "\n", capture_output=True, text=True,
+                             timeout=300)
+        return out.returncode, out.stdout, out.stderr
+
+    code, out, err = cli("publish", "light", str(uploads["v2"]), "--config", str(uploads["config"]))
+    assert code == 0, err
+    assert (json.loads(out)["version"], json.loads(out)["label"]) == (1, "2.0")
+    code, out, err = cli("publish", "light", str(uploads["garbage"]))
+    assert code == 1 and "422" in err and "cannot read light.rds" in err
+    with Client(a.url, *PUBLISHER) as client:
+        assert client.predict("light", [ROW]) == [uploads["expected_v2"]]
+        second = client.publish("light", uploads["v1"], config={"version": "1.5"})
+        assert (second["version"], second["label"]) == (2, "1.5")
+        assert client.predict("light", [ROW]) == [uploads["expected_v1"]]
+        code, out, err = cli("versions", "light")
+        assert code == 0 and [v["active"] for v in json.loads(out)] == [False, True]
+        assert cli("activate", "light", "1")[0] == 0
+        assert client.predict("light", [ROW]) == [uploads["expected_v2"]]
+        client.delete("light")
+        with pytest.raises(BridgeClientError) as caught:
+            client.predict("light", [ROW])
+        assert caught.value.status == 404

@@ -15,7 +15,7 @@ The live files `<models>/<name>.*` are what is served; the active version is the
 files they equal. Making a version live copies each file beside its final name and renames it
 over (os.replace), so a reload scanning concurrently never reads a half-written file. Files
 dropped in by hand become a version the first time they are served (`adopt`).
-Pruning keeps the newest `keep` versions and the active one.
+Pruning keeps `keep` versions: the newest ones, and the active one whatever its age.
 
 Threading: HTTP threads (through the reloader's lock) and the reloader thread; the flock
 serialises numbering within and across processes.
@@ -167,11 +167,15 @@ class VersionStore:
         return out
 
     def _prune(self, name: str) -> None:
-        """Drop the oldest versions beyond `keep`, never the active one (lock held)."""
+        """Drop the oldest versions until `keep` are left, never the active one (lock held)."""
         versions = self.list(name)
-        for meta in versions[:max(0, len(versions) - self.keep)]:
+        extra = len(versions) - self.keep
+        for meta in versions:
+            if extra <= 0:
+                break
             if not meta["active"]:
                 shutil.rmtree(self.root / name / str(meta["version"]), ignore_errors=True)
+                extra -= 1
 
     @contextlib.contextmanager
     def _locked(self):

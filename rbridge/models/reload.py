@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import threading
 import time
+from pathlib import Path
 
 from rbridge.models import catalog
 from rbridge.models.registry import Registry
@@ -121,13 +123,23 @@ class Reloader:
             if entry.spec is None:
                 raise Rejected(entry.error)
             entries = {**self.registry.entries, name: entry}
-            proc = self._start_candidate(entries)
+            try:
+                proc = self._start_candidate(entries)
+            except RuntimeError:
+                self._forget(entry)
+                raise
             info = next(m for m in proc.ready.models if m.name == name)
             if not info.ok:
                 proc.kill()
+                self._forget(entry)
                 log.error("%s: model %s rejected, the served version is unchanged: %s", reason, name, info.error)
                 raise Rejected(info.error)
-            commit()
+            try:
+                commit()
+            except BaseException:
+                proc.kill()
+                self._forget(entry)
+                raise
             entries[name] = dataclasses.replace(entry, stamp=catalog.files_stamp(self.models_dir, name))
             self.registry.accept(name)
             self._swap(entries, proc, reason)
@@ -162,6 +174,13 @@ class Reloader:
             self.versions.adopt_served([n for n in changed if n not in rejected])
         return {"changed": [n for n in changed if n not in rejected], "removed": removed,
                 "rejected": rejected, "reason": reason, "generation": generation}
+
+    def _forget(self, entry) -> None:
+        """Remove the snapshot copy of an entry that will not be served."""
+        snapshots = self.registry.snapshots
+        folder = Path(entry.spec.rds).parent
+        if snapshots is not None and snapshots in folder.parents:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _start_candidate(self, entries):
         """A worker of the next generation holding `entries`, ready (RuntimeError if it cannot start)."""

@@ -170,9 +170,9 @@ def _audited(action: str, name: str, meta: dict | None = None) -> None:
 def audit_line(response):
     if g.get("audit_action"):
         meta = g.audit
-        audit.info("%s %s %s version %s: %s", g.get("user"), g.audit_action, g.audit_model, meta.get("version"),
+        audit.info("%s %s %s version %s: %s", g.call.user, g.audit_action, g.audit_model, meta.get("version"),
                    response.status_code, extra={"fields": {
-                       "event": "audit", "user": g.get("user"), "action": g.audit_action,
+                       "event": "audit", "user": g.call.user, "action": g.audit_action,
                        "model": g.audit_model, "version": meta.get("version"), "sha256": meta.get("sha256"),
                        "status": response.status_code}})
     return response

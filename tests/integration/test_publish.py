@@ -165,6 +165,32 @@ def test_upload_cap_is_max_model_bytes(small_models, tmp_path, uploads):
         assert not list((models / ".versions" / ".incoming").iterdir())    # nothing left behind
 
 
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+
+
+def _peak_rss(pid: int) -> int:
+    status = open(f"/proc/{pid}/status").read()
+    return int(status.split("VmHWM:")[1].split()[0]) * 1024
+
+
+def test_a_large_upload_is_streamed_to_disk_not_memory(small_models, tmp_path):
+    """An upload through the default front: the gateway's peak memory grows by far less than its size."""
+    models = copy_models(small_models, tmp_path / "m", ["cars"])
+    big = tmp_path / "big.rds"
+    with open(big, "wb") as f:
+        f.truncate(300 << 20)                      # zeros: not an R object, so it is refused (422)
+    with Server(models, tmp_path, "--workers", "1", "--reload-interval", "0") as s:
+        gateway = next(c for c in _children(s.proc.pid) if _children(c))     # the process with R workers
+        before = _peak_rss(gateway)
+        r = put(s, "cars", {"model": big})
+        assert r.status_code == 422, r.text
+        grown = _peak_rss(gateway) - before
+        # measured: +65 MiB for 200 MiB and for 600 MiB alike (buffers, the candidate's start), never the file
+        assert grown < 100 << 20, f"the gateway's peak memory grew by {grown >> 20} MiB for a 300 MiB upload"
+        assert answer(s) == predict_cars(small_models / "cars.rds")
+
+
 def test_python_client_and_cli(replicas, uploads):
     from rbridge.client import BridgeClientError, Client
 

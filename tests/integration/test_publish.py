@@ -115,6 +115,7 @@ def test_publish_rollback_and_delete_under_load_fail_no_request(replicas, upload
         for t in threads:
             t.join()
     failed = [s for s in statuses if s[0] != 200]
+    print(f"{len(statuses)} requests during publish, two rejects and a rollback; {len(failed)} failed")
     assert statuses and not failed, failed[:5]
     assert {p for _, p in statuses} == {uploads["expected_v1"], uploads["expected_v2"]}
 

@@ -15,8 +15,7 @@ import time
 import pytest
 import requests
 
-from conftest import copy_models
-from serverproc import ADMIN, PUBLISHER, SCORER, Server, rscript
+from serverproc import PUBLISHER, SCORER, Server, copy_models, rscript
 
 pytestmark = [pytest.mark.r, pytest.mark.slow]
 ROW = {"wt": 2.5, "hp": 110, "cyl": "6"}

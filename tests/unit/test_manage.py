@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import FakePool, fake_registry
+from gateway_fakes import FakePool, fake_registry
 from rbridge import settings as settings_mod
 from rbridge.gateway.app import create_app
 from rbridge.gateway.auth import Authenticator

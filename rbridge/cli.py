@@ -1,4 +1,5 @@
-"""The command line: `rbridge serve`, `rbridge check`, `rbridge user ...` (also `python -m rbridge`)."""
+"""The command line: `rbridge serve`, `rbridge check`, `rbridge user ...`, `key ...`, and the client
+commands `predict`, `publish`, `versions`, `activate` (also `python -m rbridge`)."""
 
 from __future__ import annotations
 
@@ -91,16 +92,12 @@ def cmd_key_list(args) -> int:
     return 0
 
 
-def cmd_predict(args) -> int:
-    """Score a CSV or JSON file on a running server: the client side, no R needed.
-
-    Connection settings come from flags or the client's own environment variables RB_URL, RB_USER,
-    RB_PASSWORD and RB_API_KEY (not RBRIDGE_*: those configure the server, which rejects unknown ones).
-    """
-    import json
+def _client(args):
+    """A client for a running server from --url/--user or RB_URL, RB_USER, RB_PASSWORD, RB_API_KEY
+    (the client's own variables, not RBRIDGE_*: those configure the server, which rejects unknown ones)."""
     import os
 
-    from rbridge.client import BridgeClientError, Client
+    from rbridge.client import Client
 
     url = args.url or os.environ.get("RB_URL")
     if not url:
@@ -113,6 +110,30 @@ def cmd_predict(args) -> int:
             os.environ.get("RB_PASSWORD") or getpass.getpass(f"password for {user}: ")
     elif not api_key:
         raise ValueError("give --user (with --password-stdin or RB_PASSWORD) or RB_API_KEY")
+    return Client(url, username=user, password=password, api_key=api_key,
+                  verify=args.cacert or True, timeout=args.timeout)
+
+
+def _answer(args, call) -> int:
+    """Print the server's answer to `call(client)` as JSON; a server's error on stderr, exit 1."""
+    import json
+
+    from rbridge.client import BridgeClientError
+
+    with _client(args) as client:
+        try:
+            answer = call(client)
+        except BridgeClientError as exc:
+            print(f"rbridge {args.command}: {exc}", file=sys.stderr)
+            return 1
+    print(json.dumps(answer, indent=2))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    """Score a CSV or JSON file on a running server: the client side, no R needed."""
+    import json
+
     fmt = args.format or ("csv" if args.file.lower().endswith(".csv") else "json")
     if args.file == "-":
         if args.password_stdin:
@@ -123,18 +144,34 @@ def cmd_predict(args) -> int:
             data = Path(args.file).read_bytes()
         except OSError as exc:
             raise ValueError(f"cannot read {args.file}: {exc.strerror}") from None
-    client = Client(url, username=user, password=password, api_key=api_key,
-                    verify=args.cacert or True, timeout=args.timeout)
-    try:
-        if fmt == "csv":
-            answer = client.predict_csv(args.model, data)
-        else:
-            answer = client.predict_response(args.model, json.loads(data))
-    except BridgeClientError as exc:
-        print(f"rbridge predict: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(answer, indent=2))
-    return 0
+    if fmt == "csv":
+        return _answer(args, lambda client: client.predict_csv(args.model, data))
+    return _answer(args, lambda client: client.predict_response(args.model, json.loads(data)))
+
+
+def cmd_publish(args) -> int:
+    """Upload a model (and its script, config) to a running server: it serves it once it loads."""
+    for path in (args.model_file, args.script, args.config):
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"no file {path}")
+    return _answer(args, lambda client: client.publish(args.name, args.model_file, args.script, args.config))
+
+
+def cmd_versions(args) -> int:
+    return _answer(args, lambda client: client.versions(args.name))
+
+
+def cmd_activate(args) -> int:
+    return _answer(args, lambda client: client.activate(args.name, args.version))
+
+
+def _connection_arguments(sp) -> None:
+    sp.add_argument("--url", help="the server, e.g. http://127.0.0.1:8000 (env RB_URL)")
+    sp.add_argument("--user", help="sign in as this user (env RB_USER; else the API key in RB_API_KEY)")
+    sp.add_argument("--password-stdin", action="store_true", help="read the password from the first line "
+                    "of standard input (else RB_PASSWORD, else a prompt)")
+    sp.add_argument("--cacert", help="CA bundle to verify an HTTPS server with")
+    sp.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the answer")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -169,7 +206,8 @@ def parser() -> argparse.ArgumentParser:
                             help="read the password from the first line of standard input")
         if name == "add":
             sp.add_argument("--role", choices=users.ROLES, default=None,
-                            help="admin or scorer (default: scorer, or the user's current role)")
+                            help="scorer (scores), publisher (also publishes models), admin (everything); default: scorer, "
+                                 "or the user's current role")
         sp.add_argument("--users", default=None, help="users file (default ./users.json; env RBRIDGE_USERS)")
         sp.set_defaults(func=func)
 
@@ -192,15 +230,27 @@ def parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="score a CSV or JSON file on a running server (a client)")
     pr.add_argument("file", help="rows: FILE.csv (a header line, then rows) or FILE.json ({\"data\": [rows]}, "
                                  "{\"columns\": {...}} or a list of rows); - for standard input")
-    pr.add_argument("--url", help="the server, e.g. http://127.0.0.1:8000 (env RB_URL)")
     pr.add_argument("--model", required=True, help="the model's name")
-    pr.add_argument("--user", help="sign in as this user (env RB_USER; else the API key in RB_API_KEY)")
-    pr.add_argument("--password-stdin", action="store_true", help="read the password from the first line "
-                    "of standard input (else RB_PASSWORD, else a prompt)")
     pr.add_argument("--format", choices=("csv", "json"), help="the file's format (default: from its name)")
-    pr.add_argument("--cacert", help="CA bundle to verify an HTTPS server with")
-    pr.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
+    _connection_arguments(pr)
     pr.set_defaults(func=cmd_predict)
+
+    pub = sub.add_parser("publish", help="upload a model to a running server (a publisher; it serves "
+                                         "it once it loads, else says why and keeps the old version)")
+    pub.add_argument("name", help="the model's name on the server")
+    pub.add_argument("model_file", metavar="model.rds", help="the model, saved with saveRDS()")
+    pub.add_argument("--script", help="<name>.R defining score(model, newdata) (and init(model))")
+    pub.add_argument("--config", help="<name>.json: version, description, schema, predict_args, ...")
+    pub.set_defaults(func=cmd_publish)
+    ver = sub.add_parser("versions", help="list the versions of a model a running server keeps")
+    ver.add_argument("name")
+    ver.set_defaults(func=cmd_versions)
+    act = sub.add_parser("activate", help="serve another kept version of a model (rollback)")
+    act.add_argument("name")
+    act.add_argument("version", type=int, help="the version's number (rbridge versions NAME)")
+    act.set_defaults(func=cmd_activate)
+    for sp in (pub, ver, act):
+        _connection_arguments(sp)
     return p
 
 

@@ -5,6 +5,8 @@
     bridge.predict("iris", [{"Sepal.Length": 5.1, "Sepal.Width": 3.5, ...}])   # -> ["setosa"]
     bridge.predict("iris", {"Sepal.Length": [5.1, 6.2], ...})                    # columns
     bridge.predict("iris", data_frame)                                            # pandas, if installed
+    bridge.publish("iris", "iris.rds", config={"version": "2.0"})   # a publisher: the new version
+    bridge.versions("iris"); bridge.activate("iris", 1)             # rollback
 
 Credentials, first that is given: `api_key` (sent as X-API-Key), `token` (a bearer token you
 already have), `username`/`password` (signs in at POST /login on first use). A signed-in client
@@ -16,11 +18,13 @@ again. Every failure is a `BridgeClientError(status, code, message)` carrying th
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
 import threading
 import time
+from pathlib import Path
 from urllib.parse import quote
 
 import requests
@@ -71,6 +75,30 @@ class Client:
     def model(self, name: str) -> dict:
         return self._call("GET", f"/models/{quote(name, safe='')}")
 
+    # -- managing models (a publisher or an admin) ---------------------------------------------
+    def publish(self, name: str, model, script=None, config=None) -> dict:
+        """Upload `model` (.rds path), optional `script` (.R) and `config` (.json path or a dict).
+
+        The server loads and warms it up first; the answer has the new version's number, sha256
+        and input schema. A model that fails gives 422 with R's message; the old one keeps serving.
+        """
+        files = {"model": (f"{name}.rds", Path(model))}
+        if script is not None:
+            files["script"] = (f"{name}.R", Path(script))
+        if config is not None:
+            files["config"] = (f"{name}.json", json.dumps(config).encode() if isinstance(config, dict)
+                               else Path(config))
+        return self._call("PUT", f"/models/{quote(name, safe='')}", files=files)
+
+    def versions(self, name: str) -> list:
+        return self._call("GET", f"/models/{quote(name, safe='')}/versions")["versions"]
+
+    def activate(self, name: str, version: int) -> dict:
+        return self._call("POST", f"/models/{quote(name, safe='')}/versions/{int(version)}/activate")
+
+    def delete(self, name: str) -> dict:
+        return self._call("DELETE", f"/models/{quote(name, safe='')}")
+
     def close(self) -> None:
         self.session.close()
 
@@ -82,14 +110,14 @@ class Client:
 
     # -- requests and tokens -----------------------------------------------------------------------
     def _call(self, method: str, path: str, body=None, raw: bytes | None = None,
-              content_type: str = "application/json"):
+              content_type: str = "application/json", files: dict | None = None):
         if body is not None:
             raw = json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
         for attempt in (1, 2):
             headers = self._auth_headers()
             if raw is not None:
                 headers["Content-Type"] = content_type
-            response = self._send(method, path, raw, headers)
+            response = self._send(method, path, raw, headers, files)
             if response.status_code == 401 and attempt == 1 and self._can_renew() \
                     and _error_of(response)[0] in ("token_expired", "invalid_token", "token_revoked"):
                 self._renew(force=True)
@@ -99,12 +127,19 @@ class Client:
                 raise BridgeClientError(response.status_code, code, message, details)
             return response.json()
 
-    def _send(self, method, path, data, headers) -> requests.Response:
-        try:
-            return self.session.request(method, self.url + path, data=data, headers=headers,
-                                        timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise BridgeClientError(None, "connection_error", f"{self.url}: {exc}") from None
+    def _send(self, method, path, data, headers, files: dict | None = None) -> requests.Response:
+        """`files`: field -> (filename, Path or bytes), opened here so a retry sends them whole."""
+        with contextlib.ExitStack() as stack:
+            try:
+                opened = {field: (filename, content if isinstance(content, bytes)
+                                  else stack.enter_context(open(content, "rb")))
+                          for field, (filename, content) in (files or {}).items()} or None
+                return self.session.request(method, self.url + path, data=data, headers=headers,
+                                            files=opened, timeout=self.timeout)
+            except requests.RequestException as exc:
+                raise BridgeClientError(None, "connection_error", f"{self.url}: {exc}") from None
+            except OSError as exc:
+                raise BridgeClientError(None, "file_error", f"cannot read {exc.filename}: {exc.strerror}") from None
 
     def _auth_headers(self) -> dict:
         if self.api_key:

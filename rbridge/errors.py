@@ -58,6 +58,11 @@ class NotFound(BridgeError):
     status, code = 404, "not_found"
 
 
+class Conflict(BridgeError):
+    """The request cannot be done in the server's present state (e.g. a read-only models folder)."""
+    status, code = 409, "conflict"
+
+
 class TooLarge(BridgeError):
     status, code = 413, "too_large"
 

@@ -74,6 +74,8 @@ FIELDS = [
     Field("timeout", float, 30.0, "seconds a request may take before 504 (per model: timeout in <name>.json)"),
     Field("queue_size", int, 64, "requests waiting for a worker before 429"),
     Field("max_body", parse_size, 10 << 20, "largest request body in bytes (413 above)"),
+    Field("max_model_bytes", parse_size, 1 << 30, "largest model upload (PUT /models/<name>) in bytes (413 above)"),
+    Field("keep_versions", int, 5, "versions of each model kept for rollback (GET /models/<name>/versions)"),
     Field("max_rows", int, 100_000, "most rows in one request (413 above)"),
     Field("max_columns", int, 1_000, "most columns in one request (413 above)"),
     Field("graceful_timeout", float, 30.0, "seconds to finish in-flight requests on SIGTERM"),
@@ -121,6 +123,8 @@ class Settings:
     timeout: float
     queue_size: int
     max_body: int
+    max_model_bytes: int
+    keep_versions: int
     max_rows: int
     max_columns: int
     graceful_timeout: float
@@ -250,6 +254,8 @@ def _validate(s: Settings) -> Settings:
     need(s.timeout > 0, "timeout must be positive")
     need(s.queue_size >= 1, "queue-size must be at least 1")
     need(s.max_body >= 1024, "max-body must be at least 1024 bytes")
+    need(s.max_model_bytes >= 1024, "max-model-bytes must be at least 1024 bytes")
+    need(s.keep_versions >= 1, "keep-versions must be at least 1")
     need(s.max_rows >= 1, "max-rows must be at least 1")
     need(s.max_columns >= 1, "max-columns must be at least 1")
     need(s.graceful_timeout >= 0, "graceful-timeout must not be negative")

@@ -18,6 +18,7 @@ from rbridge.gateway import users
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = ("admin", "admin-password-for-tests")
 SCORER = ("scorer", "scorer-password-for-tests")
+PUBLISHER = ("publisher", "publisher-password-for-tests")
 
 
 def free_port() -> int:
@@ -29,6 +30,7 @@ def free_port() -> int:
 def make_users(path: Path) -> Path:
     users.set_user(path, *ADMIN, role="admin")
     users.set_user(path, *SCORER, role="scorer")
+    users.set_user(path, *PUBLISHER, role="publisher")
     return path
 
 

@@ -5,6 +5,7 @@ pool (rbridge/pool/) and reloader; the gateway's unit tests pass a fake pool. Ro
 blueprint modules, one per concern:
     views_predict.py   POST /models/<name>/predict, POST /predict      (the way of a request)
     views_models.py    GET /models, /models/<name>, OpenAPI documents
+    views_manage.py    PUT/DELETE /models/<name>, versions, activate    (publishers)
     views_signin.py    POST /login, /login/refresh, /logout
     views_ops.py       /healthz, /readyz, /status, /admin/reload, /metrics, pages
     views_v2.py        /v2/...: the Open Inference Protocol (KServe V2) over the same pipeline
@@ -22,8 +23,8 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from rbridge.errors import BridgeError, Forbidden, TooLarge
-from rbridge.gateway import (access, dashboard, throttle, views_models, views_ops, views_predict, views_signin,
-                             views_v2)
+from rbridge.gateway import (access, dashboard, throttle, views_manage, views_models, views_ops, views_predict,
+                             views_signin, views_v2)
 from rbridge.gateway.access import HSTS, SECURITY_HEADERS, Call
 from rbridge.gateway.auth import Authenticator
 from rbridge.gateway.bodies import LimitedRequest
@@ -82,7 +83,7 @@ def create_app(settings, registry, pool, authenticator: Authenticator, reloader=
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
             if request.method == "OPTIONS":
-                response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+                response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, DELETE, OPTIONS"
                 response.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
                 response.headers["Access-Control-Max-Age"] = "600"
         if cors_origins:
@@ -109,7 +110,7 @@ def create_app(settings, registry, pool, authenticator: Authenticator, reloader=
         call = g.call if "call" in g else Call(None)
         return json_response(access.internal_error_body(call, request.path), 500)
 
-    for module in (views_ops, views_signin, views_models, views_predict, views_v2):
+    for module in (views_ops, views_signin, views_models, views_predict, views_manage, views_v2):
         app.register_blueprint(module.bp)
     if fast_path and not cors_origins:    # with CORS on, every request takes Flask's way
         app.wsgi_app = FastPath(app.wsgi_app, parts)

@@ -334,9 +334,11 @@ class Authenticator:
 
 
 def require_role(user: User, role: str) -> None:
+    """Roles are ordered (users.ROLES: scorer < publisher < admin); an unknown role may do nothing."""
     check_role(user)
-    if role == "admin" and user.role != "admin":
-        raise Forbidden(f"user '{user.name}' has role '{user.role}'; this needs an admin")
+    if ROLES.index(user.role) < ROLES.index(role):
+        raise Forbidden(f"user '{user.name}' has role '{user.role}'; this needs {'an' if role == 'admin' else 'a'} "
+                        f"{role}" + (" or an admin" if role == "publisher" else ""))
 
 
 def check_role(user: User) -> None:

@@ -22,8 +22,9 @@ from rbridge.schema import example_rows
 ERRORS = {
     400: ("BadRequest", "the body is not JSON (or CSV), or not in a shape the bridge reads"),
     401: ("Unauthorized", "no credentials, wrong ones, or an expired or revoked token"),
-    403: ("Forbidden", "the user's role does not allow this (admin needed)"),
+    403: ("Forbidden", "the user's role does not allow this (a publisher or an admin needed)"),
     404: ("NotFound", "no such model, or no default model"),
+    409: ("Conflict", "the models folder is mounted read-only: models cannot be managed through the API"),
     413: ("TooLarge", "the body is larger than --max-body, or has more rows than --max-rows"),
     422: ("InvalidInput", "the rows do not fit the model's schema (the message names column, row and value), "
                           "or R raised an error while scoring"),
@@ -35,6 +36,7 @@ ERRORS = {
 PREDICT_ERRORS = (400, 401, 404, 413, 422, 429, 503, 504)
 READ_ERRORS = (401, 429)              # 429: HTTP Basic attempts are throttled after failures
 ADMIN_ERRORS = (401, 403, 429)
+MANAGE_ERRORS = (401, 403, 404, 409, 429, 503)
 _R_INT_MAX = 2147483647
 _SCALAR = {"type": ["number", "string", "boolean", "null"]}
 
@@ -80,6 +82,8 @@ def build_spec(models: list[dict], *, max_rows: int = 100_000, default_model: st
     if "/v2/models/<name>/infer" in routes:
         paths.update(_v2_paths(models))
         schemas.update(_v2_schemas())
+    if "/models/<name>/versions" in set(routes):
+        _add_manage_paths(paths, models)
     return spec
 
 
@@ -311,6 +315,37 @@ def _v2_schemas() -> dict:
     }
 
 
+def _add_manage_paths(paths: dict, models: list[dict]) -> None:
+    """PUT/DELETE /models/{name}, versions and activate (a publisher or an admin)."""
+    name = _name_param(models)
+    number = {"name": "v", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1},
+              "description": "a version number (GET /models/{name}/versions lists them)"}
+    file = {"type": "string", "contentMediaType": "application/octet-stream"}
+    upload = {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["model"], "properties": {
+            "model": {**file, "description": "the model, saved with saveRDS() (at most --max-model-bytes "
+                                             "with the other files)"},
+            "script": {**file, "description": "optional <name>.R defining score(model, newdata) and init(model)"},
+            "config": {**file, "description": "optional <name>.json: version, description, schema, "
+                                              "predict_args, timeout, batch"}}}}}}
+    publish = _op("Publish a model (publisher): the server loads it and scores one row with it first; "
+                  "a model that fails is 422 with R's message and the served version is unchanged",
+                  "manage", _ref("Published"), MANAGE_ERRORS + (400, 413, 422), parameters=[name], body=upload,
+                  operation_id="publish_model")
+    publish["responses"]["201"] = publish["responses"].pop("200") | {"description": "published and serving"}
+    paths["/models/{name}"]["put"] = publish
+    paths["/models/{name}"]["delete"] = _op(
+        "Stop serving a model (publisher); its files are kept as a version", "manage", {"type": "object"},
+        MANAGE_ERRORS, parameters=[name], operation_id="delete_model")
+    paths["/models/{name}/versions"] = {"get": _op(
+        "The kept versions of a model, oldest first (publisher)", "manage", _ref("Versions"),
+        (401, 403, 404, 429), parameters=[name], operation_id="list_versions")}
+    paths["/models/{name}/versions/{v}/activate"] = {"post": _op(
+        "Serve version v of a model: rollback or roll forward, without failing a request (publisher)",
+        "manage", {"type": "object"}, MANAGE_ERRORS + (422,), parameters=[name, number],
+        operation_id="activate_version")}
+
+
 def _skeleton(title: str, description: str) -> dict:
     return {
         "openapi": "3.1.0",
@@ -354,6 +389,19 @@ def _common_schemas() -> dict:
             "size": {"type": ["integer", "null"]},
             "packages": {"type": ["array", "null"], "items": {"type": "string"}},
             "schema": {"type": "object"}}}]},
+        "Version": {"type": "object", "required": ["version", "sha256"], "properties": {
+            "version": {"type": "integer", "description": "the server's number: 1, 2, 3, ..."},
+            "label": {"type": ["string", "null"], "description": "the version in <name>.json"},
+            "sha256": {"type": "string"}, "published_by": {"type": ["string", "null"]},
+            "published_at": {"type": "string", "format": "date-time"},
+            "how": {"type": "string", "examples": ["upload", "models folder", "deleted"]},
+            "active": {"type": "boolean"}}},
+        "Versions": {"type": "object", "properties": {"name": {"type": "string"},
+                                                      "versions": {"type": "array", "items": _ref("Version")},
+                                                      "keep": {"type": "integer"}}},
+        "Published": {"type": "object", "properties": {
+            "name": {"type": "string"}, "version": {"type": "integer"}, "label": {"type": ["string", "null"]},
+            "sha256": {"type": "string"}, "schema": {"type": "object"}}},
         "Ready": {"type": "object", "required": ["ready"], "properties": {
             "ready": {"type": "boolean"}, "reason": {"type": "string"}, "models": {"type": "object"}}},
     }

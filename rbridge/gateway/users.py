@@ -33,7 +33,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from rbridge.settings import NAME_RE
 
 log = logging.getLogger("bridge.users")
-ROLES = ("admin", "scorer")
+ROLES = ("scorer", "publisher", "admin")   # each may do what the ones before it may
 HASHER = PasswordHasher()
 _DUMMY_HASH = HASHER.hash(secrets.token_urlsafe(16))   # so unknown users cost the same time
 INITIAL_PASSWORD_FILE = "initial-admin-password"

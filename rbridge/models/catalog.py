@@ -28,6 +28,7 @@ COLUMN_KEYS = {"name", "type", "levels", "na", "ordered", "description", "tz", "
 DIFFTIME_UNITS = ("secs", "mins", "hours", "days", "weeks")   # R's difftime units
 PACKAGE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9.]*[A-Za-z0-9]$")  # R's rule for package names
 BATCH_KEYS = {"max_rows", "max_wait_ms"}
+EXTS = (".rds", ".R", ".json")      # a model's files: <name>.rds, optional <name>.R and <name>.json
 
 
 @dataclasses.dataclass
@@ -64,16 +65,17 @@ def scan(models_dir: Path, snapshots: Path | None = None, previous: dict | None 
         old = (previous or {}).get(name)
         # A failed entry is read again: chmod, a remount or a finished copy fix a file without
         # changing its size or mtime.
-        if old is not None and not old.unreadable and old.stamp == _stamp(models_dir, name):
+        if old is not None and not old.unreadable and old.stamp == files_stamp(models_dir, name):
             entries[name] = old
         else:
             entries[name] = read_entry(models_dir, name, snapshots)
     return entries
 
 
-def _stamp(models_dir: Path, name: str) -> tuple:
+def files_stamp(models_dir: Path, name: str) -> tuple:
+    """(ext, size, mtime_ns) of each of the model's files present: changes whenever one does."""
     out = []
-    for ext in (".rds", ".R", ".json"):
+    for ext in EXTS:
         try:
             st = (models_dir / f"{name}{ext}").stat()
         except FileNotFoundError:
@@ -85,7 +87,7 @@ def _stamp(models_dir: Path, name: str) -> tuple:
 def read_entry(models_dir: Path, name: str, snapshots: Path | None = None) -> Entry:
     """One model's entry; a file that cannot be read or checked makes an entry with the error
     (that model fails, the others load), never an exception."""
-    stamp = _stamp(models_dir, name)
+    stamp = files_stamp(models_dir, name)
     folder = models_dir
     try:
         if snapshots is not None:
@@ -97,7 +99,7 @@ def read_entry(models_dir: Path, name: str, snapshots: Path | None = None) -> En
         script = folder / f"{name}.R"
         config_path = folder / f"{name}.json"
         stat = rds.stat()
-        digest = _sha256(rds)
+        digest = file_sha256(rds)
         config = _read_config(config_path) if config_path.exists() else {}
     except (OSError, ValueError) as exc:
         if folder is not models_dir:
@@ -124,7 +126,7 @@ def _file_error(exc: Exception) -> str:
     return str(exc)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -141,7 +141,8 @@ class Registry:
                 "load_seconds": round(info.load_seconds, 3) if info else None,
                 "loaded_at": _iso(self.loaded_at.get(name)),
                 "schema": {"columns": info.schema if info else None,
-                           "source": info.schema_source if info else None}})
+                           "source": info.schema_source if info else None},
+                "output": {"levels": info.output_levels if info else None}})
         return out
 
     # -- writing -----------------------------------------------------------------------------

@@ -15,18 +15,28 @@ A reload (a change seen by the watcher, or POST /admin/reload):
      holds, so nothing fails across the swap.
 A removed model stops being served at once.
 
-Threading: one watcher thread; reloads are serialised by a lock (the watcher and the admin
-endpoint may ask at the same time).
+Publishing (PUT /models/<name>, activating a version) takes the same way with files that are
+not yet in the models folder: `publish` loads them with the served set in a candidate worker;
+only when they load and warm up does it put them in the folder (the caller's `commit`) and
+roll the candidate in; otherwise the folder is untouched and `Rejected` carries R's message.
+Each set a reload installs is recorded in the versions store (hand-dropped files included).
+
+Threading: one watcher thread; reloads and publishes are serialised by a lock (the watcher,
+the admin endpoint and the management endpoints may ask at the same time).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import shutil
 import threading
 import time
+from pathlib import Path
 
 from rbridge.models import catalog
 from rbridge.models.registry import Registry
+from rbridge.models.versions import VersionStore
 from rbridge.pool.pool import Pool
 from rbridge.pool.process import await_ready
 
@@ -50,9 +60,13 @@ def fingerprint(models_dir) -> dict:
     return {name: tuple(sorted(files)) for name, files in out.items()}
 
 
+class Rejected(Exception):
+    """A published model that did not load or warm up; the message is R's."""
+
+
 class Reloader:
-    def __init__(self, registry: Registry, pool: Pool, interval: float):
-        self.registry, self.pool, self.interval = registry, pool, interval
+    def __init__(self, registry: Registry, pool: Pool, interval: float, versions: VersionStore | None = None):
+        self.registry, self.pool, self.interval, self.versions = registry, pool, interval, versions
         self.models_dir = registry.models_dir
         self._lock = threading.Lock()
         self._seen = fingerprint(self.models_dir)
@@ -96,39 +110,101 @@ class Reloader:
     def reload(self, reason: str) -> dict:
         """Scan, load what changed into new workers, and roll them in. Returns a summary."""
         with self._lock:
-            seen = fingerprint(self.models_dir)   # remembered once the reload went through
-            registry = self.registry
-            if not self.models_dir.is_dir():
-                raise RuntimeError(f"the models folder {self.models_dir} is missing; nothing was reloaded")
-            old_entries = registry.entries
-            new_entries = registry.scan()
-            changed = sorted(n for n, e in new_entries.items()
-                             if n not in old_entries or _spec_key(e) != _spec_key(old_entries[n]))
-            removed = sorted(set(old_entries) - set(new_entries))
-            if not changed and not removed:
-                self._seen = seen
-                return {"changed": [], "removed": [], "rejected": {}, "reason": reason}
-            log.info("reload (%s): changed %s, removed %s", reason, changed or "none", removed or "none")
-            entries, ready = self._load_candidate(old_entries, new_entries, changed)
-            rejected = {n: registry.rejected[n] for n in changed if n in registry.rejected}
-            generation = registry.install(entries, ready.ready.models)
-            self.pool.roll_over(ready)
+            return self._reload(reason)
+
+    def publish(self, name: str, folder, commit, reason: str):
+        """Serve `name` from the files in `folder` if they load and warm up beside the served set.
+
+        `commit()` (called only then, before the swap) puts the files in the models folder.
+        Returns the model's ModelInfo; raises Rejected with R's message, the served set unchanged.
+        """
+        with self._lock:
+            entry = catalog.read_entry(folder, name, self.registry.snapshots)
+            if entry.spec is None:
+                raise Rejected(entry.error)
+            entries = {**self.registry.entries, name: entry}
+            try:
+                proc = self._start_candidate(entries)
+            except RuntimeError:
+                self._forget(entry)
+                raise
+            info = next(m for m in proc.ready.models if m.name == name)
+            if not info.ok:
+                proc.kill()
+                self._forget(entry)
+                log.error("%s: model %s rejected, the served version is unchanged: %s", reason, name, info.error)
+                raise Rejected(info.error)
+            try:
+                commit()
+            except BaseException:
+                proc.kill()
+                self._forget(entry)
+                raise
+            entries[name] = dataclasses.replace(entry, stamp=catalog.files_stamp(self.models_dir, name))
+            self.registry.accept(name)
+            self._swap(entries, proc, reason)
+            return info
+
+    def remove(self, name: str, retire, reason: str) -> dict:
+        """`retire()` takes the model's files out of the folder; the reload then stops serving it."""
+        with self._lock:
+            retire()
+            return self._reload(reason)
+
+    def _reload(self, reason: str) -> dict:
+        """Under the lock: scan, load what changed into new workers, and roll them in."""
+        seen = fingerprint(self.models_dir)   # remembered once the reload went through
+        registry = self.registry
+        if not self.models_dir.is_dir():
+            raise RuntimeError(f"the models folder {self.models_dir} is missing; nothing was reloaded")
+        old_entries = registry.entries
+        new_entries = registry.scan()
+        changed = sorted(n for n, e in new_entries.items()
+                         if n not in old_entries or _spec_key(e) != _spec_key(old_entries[n]))
+        removed = sorted(set(old_entries) - set(new_entries))
+        if not changed and not removed:
             self._seen = seen
-            log.info("reload done: generation %s serving", generation,
-                     extra={"fields": {"event": "reload", "generation": generation}})
-            return {"changed": [n for n in changed if n not in rejected], "removed": removed,
-                    "rejected": rejected, "reason": reason, "generation": generation}
+            return {"changed": [], "removed": [], "rejected": {}, "reason": reason}
+        log.info("reload (%s): changed %s, removed %s", reason, changed or "none", removed or "none")
+        entries, ready = self._load_candidate(old_entries, new_entries, changed)
+        rejected = {n: registry.rejected[n] for n in changed if n in registry.rejected}
+        generation = self._swap(entries, ready, reason)
+        self._seen = seen
+        if self.versions is not None:     # files dropped in by hand, or by another replica
+            self.versions.adopt_served([n for n in changed if n not in rejected])
+        return {"changed": [n for n in changed if n not in rejected], "removed": removed,
+                "rejected": rejected, "reason": reason, "generation": generation}
+
+    def _forget(self, entry) -> None:
+        """Remove the snapshot copy of an entry that will not be served."""
+        snapshots = self.registry.snapshots
+        folder = Path(entry.spec.rds).parent
+        if snapshots is not None and snapshots in folder.parents:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _start_candidate(self, entries):
+        """A worker of the next generation holding `entries`, ready (RuntimeError if it cannot start)."""
+        specs = [e.spec for e in entries.values() if e.spec is not None]
+        proc = self.pool.new_process(0, specs, self.registry.generation + 1)
+        error = await_ready(proc)
+        if error is not None:
+            proc.kill()
+            raise RuntimeError(f"a worker with the new models could not start: {error}")
+        return proc
+
+    def _swap(self, entries, ready, reason: str) -> int:
+        """Install the set the ready candidate holds and roll it into every slot."""
+        generation = self.registry.install(entries, ready.ready.models)
+        self.pool.roll_over(ready)
+        log.info("%s: generation %s serving", reason, generation,
+                 extra={"fields": {"event": "reload", "generation": generation}})
+        return generation
 
     def _load_candidate(self, old_entries, new_entries, changed):
         """Start a worker with the new models; fall back to old versions of those that fail."""
         entries = dict(new_entries)
         while True:
-            specs = [e.spec for e in entries.values() if e.spec is not None]
-            proc = self.pool.new_process(0, specs, self.registry.generation + 1)
-            error = await_ready(proc)
-            if error is not None:
-                proc.kill()
-                raise RuntimeError(f"a worker with the new models could not start: {error}")
+            proc = self._start_candidate(entries)
             infos = {m.name: m for m in proc.ready.models}
             failed = [n for n in changed if entries[n].spec is None or not infos[n].ok]
             fallback = False

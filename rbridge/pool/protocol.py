@@ -65,6 +65,7 @@ class ModelInfo:
     load_seconds: float = 0.0
     warmup_timed_out: bool = False   # failed because its warm-up outran --warmup-timeout
     sample_output: "Output | None" = None   # the warm-up's prediction (one row): what answers look like
+    output_levels: list | None = None   # levels of a factor answer (seen at the warm-up), else None
 
 
 @dataclasses.dataclass
@@ -124,6 +125,7 @@ class Output:
     kind: str
     names: list | None
     values: list                 # numpy arrays or lists, each nrows long
+    levels: list | None = None   # a factor answer's levels, in R's order (the values are labels)
 
 
 @dataclasses.dataclass

@@ -29,11 +29,13 @@ def serve(service) -> int:
     threads = http_threads(settings)
     # Without --trusted-proxies waitress drops X-Forwarded-* itself; with them the app decides
     # (throttle.client_address). waitress buffers a body before the app sees it, so it refuses
-    # (in plain text) bodies over twice --max-body; the app answers the rest with a JSON 413.
+    # (in plain text) bodies over twice --max-body (or, for uploads, --max-model-bytes: it spools
+    # them to a temporary file, not memory); the app answers the rest with a JSON 413.
     server = waitress.create_server(counted, host=settings.host, port=settings.port, threads=threads,
                                     connection_limit=max(1000, threads * 4), backlog=2048,
                                     ident="rbridge", clear_untrusted_proxy_headers=not settings.trusted_proxies,
-                                    max_request_body_size=2 * settings.max_body, channel_timeout=120)
+                                    max_request_body_size=max(2 * settings.max_body, settings.max_model_bytes + (1 << 20)),
+                                    channel_timeout=120)
     threading.Thread(target=server.run, name="http", daemon=True).start()
     log.info("listening on http://%s:%s (%s HTTP threads); models: %s", settings.host, settings.port,
              threads, ", ".join(service.registry.names()) or "none")

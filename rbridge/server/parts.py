@@ -2,7 +2,7 @@
 
 Order: users file (an initial admin when empty) -> signing keys -> models fetched (optional)
 -> registry (the models folder, copied to snapshots the workers load) -> metrics -> pool ->
-reloader -> app. Each part gets what it needs in its constructor; nothing is set afterwards.
+versions store -> reloader -> app. Each part gets what it needs in its constructor; nothing is set afterwards.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from rbridge.gateway.auth import Authenticator, load_signing_keys
 from rbridge.metrics import Metrics
 from rbridge.models.registry import Registry
 from rbridge.models.reload import Reloader
+from rbridge.models.versions import VersionStore
 from rbridge.pool.pool import Pool
 
 log = logging.getLogger("bridge.server")
@@ -68,11 +69,21 @@ def build(settings) -> Service:
     metrics = Metrics()
     pool = Pool(settings, registry, metrics, failed_reason=fetch_error)
     metrics.attach(pool)
-    reloader = Reloader(registry, pool, settings.reload_interval)
+    reloader = Reloader(registry, pool, settings.reload_interval, _versions(settings, registry))
     authenticator = Authenticator(store, keys, settings.token_ttl,
                                   max(settings.refresh_token_ttl, settings.token_ttl))
     app = create_app(settings, registry, pool, authenticator, reloader)
     return Service(settings, registry, pool, reloader, app)
+
+
+def _versions(settings, registry) -> VersionStore:
+    """The versions store, with the models found at start recorded as versions (when writable)."""
+    store = VersionStore(settings.models, settings.keep_versions)
+    why = store.read_only()
+    if why:
+        log.info("%s: model management (PUT /models/<name>) answers 409", why)
+    store.adopt_served([n for n in registry.names() if registry.entries[n].spec is not None])
+    return store
 
 
 def _fetch(settings) -> str | None:

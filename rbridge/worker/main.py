@@ -142,6 +142,7 @@ def _warm_up(session, info: protocol.ModelInfo, seconds: float | None) -> str | 
     if isinstance(outputs[0], dict):
         return outputs[0]["error"]["message"]
     info.sample_output = outputs[0]
+    info.output_levels = outputs[0].levels
     return None
 
 

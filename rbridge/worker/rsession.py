@@ -152,9 +152,10 @@ class RSession:
                         ri.IntSexpVector([nrows]), model.r_types, model.r_zone)
         if not bool(out[0][0]):
             return RError(f"R failed: {out[1][0]}").to_dict()
-        names = out[2]
+        names, levels = out[2], out[4]
         return protocol.Output(str(out[1][0]), None if names.typeof == 0 else [str(n) for n in names],
-                               [_from_r(ri, v) for v in out[3]])
+                               [_from_r(ri, v) for v in out[3]],
+                               None if levels.typeof == 0 else [str(v) for v in levels])
 
     @contextlib.contextmanager
     def time_limit(self, seconds: float | None):
@@ -346,7 +347,8 @@ def _concat(parts: list) -> dict:
 def _split(output: protocol.Output, sizes: list) -> list:
     outs, start = [], 0
     for n in sizes:
-        outs.append(protocol.Output(output.kind, output.names, [v[start:start + n] for v in output.values]))
+        outs.append(protocol.Output(output.kind, output.names, [v[start:start + n] for v in output.values],
+                                    output.levels))
         start += n
     return outs
 

@@ -31,7 +31,7 @@ from manifests import (DEPLOY, REPO, check_auth_secret_folder, check_container_s
                        kubernetes_validate, one, rendered, server_routes, yaml)
 
 OVERLAYS = ["aks", "local"]
-COMPONENTS = ["fetch-models", "letsencrypt-production"]
+COMPONENTS = ["fetch-models", "letsencrypt-production", "shared-models"]
 # Kubernetes versions to validate against: the oldest AKS still supports in 2025, and the
 # newest schema kubernetes-validate bundles (added at run time).
 K8S_VERSIONS = ["1.30.0"]
@@ -155,6 +155,23 @@ def test_env_names_and_values_are_known_settings(name, tmp_root):
     assert loaded.port == 8000 and loaded.host == "0.0.0.0"
     assert str(loaded.models) == "/models"
     assert set(env) - set(rbridge) <= {"TMPDIR"}
+
+
+def test_shared_models_is_one_read_write_many_claim_mounted_writable_at_the_models_folder(tmp_root):
+    objs = docs("aks+shared-models", tmp_root)
+    claim = one(objs, "PersistentVolumeClaim", "rbridge-models")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    storage = one(objs, "StorageClass", claim["spec"]["storageClassName"])
+    assert storage["provisioner"] == "file.csi.azure.com" and storage["reclaimPolicy"] == "Retain"
+    assert "uid=10001" in storage["mountOptions"] and "actimeo=1" in storage["mountOptions"]
+    assert "nobrl" not in storage["mountOptions"]
+    pod, container = _pod(objs)
+    volume = {v["name"]: v for v in pod["volumes"]}
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == container_env(container)["RBRIDGE_MODELS"])
+    assert volume[mount["name"]]["persistentVolumeClaim"]["claimName"] == "rbridge-models"
+    assert not mount.get("readOnly")
+    # without the component /models is the image's folder, read-only (management answers 409)
+    assert "models" not in {v["name"] for v in _pod(docs("aks", tmp_root))[0].get("volumes", [])}
 
 
 def test_dockerfile_env_names_are_known_settings():

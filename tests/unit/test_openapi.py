@@ -48,6 +48,18 @@ def test_v2_endpoints_are_listed_when_the_app_has_them():
     assert not any(p.startswith("/v2") for p in openapi.build_spec([CARS], routes=[])["paths"])
 
 
+def test_management_endpoints_with_the_upload_form():
+    spec = openapi.build_spec([CARS], routes=["/models/<name>/versions"])
+    validate(spec)
+    model = spec["paths"]["/models/{name}"]
+    assert set(model) == {"get", "put", "delete"}
+    form = model["put"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert (form["required"], sorted(form["properties"])) == (["model"], ["config", "model", "script"])
+    assert {"201", "409", "413", "422"} <= set(model["put"]["responses"]) and "200" not in model["put"]["responses"]
+    assert "/models/{name}/versions/{v}/activate" in spec["paths"]
+    assert "put" not in openapi.build_spec([CARS], routes=[])["paths"]["/models/{name}"]
+
+
 def test_optional_endpoints_only_when_the_app_has_them():
     paths = openapi.build_spec([CARS], routes=[])["paths"]
     assert "/login/refresh" not in paths and "/admin/reload" not in paths and "/predict" not in paths

@@ -1,6 +1,7 @@
 # bridge_output(pred, n): a prediction as plain lists for the wire, or an error saying what is wrong with it.
 #
 #   list(kind = "vector", names = NULL, values = list(v))       v: double, integer, character or logical, length n
+#                                                               (and levels = levels(pred) when pred is a factor)
 #   list(kind = "table", names = <column names>, values = <list of such vectors>)   one per column, each length n
 #
 # A factor becomes its labels. A data.frame, or a matrix with column names (class probabilities), is a table; a
@@ -50,7 +51,9 @@ output_parts <- function(pred, n) {
 output_vector <- function(x, pred, n) {
   v <- wire_vector(x)
   if (is.null(v) || length(v) != n) stop(bad_output(pred, n))
-  list(kind = "vector", names = NULL, values = list(v))
+  out <- list(kind = "vector", names = NULL, values = list(v))
+  if (is.factor(x)) out$levels <- levels(x)
+  out
 }
 
 output_table <- function(columns, names, pred, n) {

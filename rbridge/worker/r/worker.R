@@ -27,13 +27,13 @@ bridge_frame <- function(cols, col_names, levels, ordered, n, types = NULL, zone
 }
 
 # Score one request (or a merged batch). Returns an unnamed list, read by position (asking R for
-# names() from Python is an R call of its own, ~0.1 ms): list(TRUE, kind, names, values) with the
+# names() from Python is an R call of its own, ~0.1 ms): list(TRUE, kind, names, values, levels) with the
 # fields of bridge_output(), or list(FALSE, <R's condition message>).
 bridge_run <- function(loaded, cols, col_names, levels, ordered, n, types = NULL, zone = NULL) {
   tryCatch({
     newdata <- bridge_frame(cols, col_names, levels, ordered, n, types, zone)
     out <- bridge_output(loaded$score(newdata), n)
-    list(TRUE, out$kind, out$names, out$values)
+    list(TRUE, out$kind, out$names, out$values, out$levels)
   }, error = function(e) list(FALSE, bridge_condition_text(e)))
 }
 

@@ -5,6 +5,9 @@ test_that("vectors keep their type, lose names; factors become labels", {
   expect_identical(bridge_output(1:3, 3)$values[[1]], 1:3)
   expect_identical(bridge_output(c(TRUE, NA), 2)$values[[1]], c(TRUE, NA))
   expect_identical(bridge_output(factor(c("b", NA, "a"), levels = c("b", "a")), 3)$values[[1]], c("b", NA, "a"))
+  # a factor's levels travel along, in R's order, also the ones no row has (the R client rebuilds the factor)
+  expect_identical(bridge_output(factor("b", levels = c("b", "a", "c")), 1)$levels, c("b", "a", "c"))
+  expect_null(bridge_output(1.5, 1)$levels)
   expect_identical(bridge_output(array(c(2, 3), dim = 2, dimnames = list(c("x", "y"))), 2)$values[[1]], c(2, 3))
 })
 

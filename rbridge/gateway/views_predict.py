@@ -48,7 +48,8 @@ def run(p, call, name: str, read):
     info = loaded(p, name)
     columns, nrows = read(info, registry.schema(info))
     call.rows = nrows
-    job = p.pool.predict(name, protocol.Part(call.request_id, nrows, columns), registry.timeout_for(name))
+    job = p.pool.predict(name, protocol.Part(call.request_id, nrows, columns), registry.timeout_for(name),
+                         info.version)
     call.version, call.worker = job.version, job.slot
     return job
 

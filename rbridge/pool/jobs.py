@@ -17,13 +17,18 @@ from . import protocol
 from rbridge.errors import BridgeError, Overloaded
 
 
+STALE_AFTER = 2.0          # seconds a job waits for a worker of the version it was encoded for
+
+
 class Job:
     """One request waiting for, or being scored by, a worker."""
     _ids = itertools.count(1)
 
-    def __init__(self, model: str, part: protocol.Part, timeout: float):
+    def __init__(self, model: str, part: protocol.Part, timeout: float, version: str | None = None):
+        """`version`: the model version whose schema encoded `part` (None: any version will do)."""
         self.id = next(self._ids)
         self.model, self.part, self.nrows = model, part, part.nrows
+        self.wanted = version
         self.shape = protocol.column_shape(part)
         self.timeout = timeout
         self.queued_at = time.monotonic()
@@ -68,14 +73,20 @@ class JobQueue:
             (self._jobs.appendleft if front else self._jobs.append)(job)
             self._cond.notify_all()   # slots differ in the models they hold (during a reload)
 
-    def take(self, timeout: float, models: frozenset | None = None) -> Job | None:
-        """The oldest job for one of `models` (None: any), waiting up to `timeout` s."""
+    def take(self, timeout: float, models: dict | None = None) -> Job | None:
+        """The oldest job for one of `models` (name -> version the worker holds; None: any),
+        waiting up to `timeout` s. During a reload old and new workers coexist: a job encoded
+        for one version waits for a worker of that version, for STALE_AFTER seconds at most
+        (then any worker of the model takes it and answers that the model changed)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             wakes = self._wakes
             while True:
+                stale = time.monotonic() - STALE_AFTER
                 for job in self._jobs:
-                    if (models is None or job.model in models) and self._may_hold(job.model):
+                    if (models is None or (job.model in models and (
+                            job.wanted in (None, models[job.model]) or job.queued_at < stale))) \
+                            and self._may_hold(job.model):
                         self._jobs.remove(job)
                         self._holding[job.model] += 1
                         return job
@@ -101,15 +112,15 @@ class JobQueue:
             return jobs
 
     def take_more(self, first: Job, max_rows: int, wait: float) -> list[Job]:
-        """Jobs that can join `first` in one R call (same model, same column shape) and fit in
-        max_rows, waiting up to `wait` s for more to arrive."""
+        """Jobs that can join `first` in one R call (same model and version, same column shape)
+        and fit in max_rows, waiting up to `wait` s for more to arrive."""
         taken, deadline = [], time.monotonic() + wait
-        model, shape = first.model, first.shape
+        model, shape, wanted = first.model, first.shape, first.wanted
         with self._cond:
             while max_rows > 0:
                 for job in list(self._jobs):
-                    if job.model == model and job.shape == shape and job.nrows <= max_rows \
-                            and not job.attempts:
+                    if job.model == model and job.shape == shape and job.wanted == wanted \
+                            and job.nrows <= max_rows and not job.attempts:
                         self._jobs.remove(job)
                         taken.append(job)
                         max_rows -= job.nrows

@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 
-from rbridge.errors import BridgeError, Timeout
+from rbridge.errors import BridgeError, Timeout, Unavailable
 from rbridge.pool import protocol, resources
 from rbridge.pool.jobs import Job
 from rbridge.pool.process import Process, await_ready, describe_exit
@@ -112,6 +112,10 @@ class Slot:
             if job.deadline <= time.monotonic():   # expired while queued: not worth a worker's life
                 job.finish(error=Timeout(f"no worker was free within {job.timeout:g} s; the server is "
                                          "overloaded or the timeout is too short"))
+            elif job.wanted not in (None, self.proc.loaded.get(job.model)):   # see JobQueue.take
+                job.finish(error=Unavailable(
+                    f"model '{job.model}' was replaced by another version while this request waited; "
+                    "retry it", code="model_changed", headers={"Retry-After": "0"}))
             elif not (self.pool.stopping and job.done.is_set()):
                 self._score([job] + self._batch_mates(job))
         finally:

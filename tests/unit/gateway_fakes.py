@@ -33,7 +33,7 @@ class FakePool:
         self.sent = []
         self.raise_error = None
 
-    def predict(self, model, part, timeout):
+    def predict(self, model, part, timeout, version=None):
         self.sent.append((model, part))
         if self.raise_error:
             raise self.raise_error

@@ -14,6 +14,7 @@ from rbridge.pool import resources
 from rbridge import settings as settings_mod
 from rbridge.errors import Overloaded
 from rbridge.metrics import Metrics
+from rbridge.pool import jobs as jobs_mod
 from rbridge.pool.jobs import Job, JobQueue
 from rbridge.models.registry import Registry
 from rbridge.pool.pool import Pool
@@ -60,9 +61,23 @@ def test_take_only_models_the_worker_holds():
     a, b = job("a"), job("b")
     q.put(a)
     q.put(b)
-    assert q.take(0, frozenset({"b"})) is b
-    assert q.take(0, frozenset({"c"})) is None
+    assert q.take(0, {"b": "v1"}) is b
+    assert q.take(0, {"c": "v1"}) is None
     assert q.take(0) is a
+
+
+def test_a_job_waits_for_a_worker_of_the_version_that_encoded_it(monkeypatch):
+    """During a reload old and new workers coexist; a request encoded with the new version's
+    schema reached an old worker (KeyError in the worker: a 500) until jobs carried the version."""
+    q = JobQueue(10)
+    new = Job("m", protocol.Part("r", 1, {}), 5, version="v2")
+    q.put(new)
+    assert q.take(0, {"m": "v1"}) is None                  # an old worker passes it over
+    assert q.take(0, {"m": "v2"}) is new
+    old = Job("m", protocol.Part("r", 1, {}), 5, version="v1")
+    q.put(old)
+    monkeypatch.setattr(jobs_mod, "STALE_AFTER", 0.0)        # no worker of its version is left
+    assert q.take(0, {"m": "v2"}) is old                   # taken, to be answered "model changed"
 
 
 def test_wake_returns_a_waiting_take_at_once():

@@ -56,7 +56,7 @@ case "${1:-}" in
     echo "==> R tests (tests/r)"
     Rscript tests/r/run.R
     echo "==> Python tests"
-    export RBRIDGE_TEST_CONTAINER=${RBRIDGE_TEST_CONTAINER:-1}
+    export RB_TEST_CONTAINER=${RB_TEST_CONTAINER:-1}
     exec "$VENV/bin/python" -m pytest tests -q -p no:cacheprovider "$@"
     ;;
   *)

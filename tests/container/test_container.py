@@ -8,7 +8,7 @@
   (~6-9 minutes cold: apt downloads R, pip builds rpy2).
 The machinery (podman, the debootstrapped base image, shared in lib.sh) and the checks are in
 the scripts; these tests run them and pass their verdict on. They run only when asked:
-RBRIDGE_TEST_CONTAINER=1, and need root (podman as root, apt-get when podman is missing).
+RB_TEST_CONTAINER=1, and need root (podman as root, apt-get when podman is missing).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ HERE = Path(__file__).resolve().parent
 
 pytestmark = [
     pytest.mark.container,
-    pytest.mark.skipif(os.environ.get("RBRIDGE_TEST_CONTAINER") != "1",
-                       reason="container test: set RBRIDGE_TEST_CONTAINER=1 to build and run the image"),
+    pytest.mark.skipif(os.environ.get("RB_TEST_CONTAINER") != "1",
+                       reason="container test: set RB_TEST_CONTAINER=1 to build and run the image"),
 ]
 
 

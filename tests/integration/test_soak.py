@@ -26,10 +26,10 @@ from serverproc import ADMIN, Server, copy_models, rscript
 
 # Off in CI until it is proven on a quiet machine: on this 2-core machine under a load average of
 # 12-17 (other work running) R took 6 s or more to start and requests queued behind three
-# simultaneous replacements timed out. Run it with RBRIDGE_TEST_SOAK=1.
+# simultaneous replacements timed out. Run it with RB_TEST_SOAK=1.
 pytestmark = [pytest.mark.r, pytest.mark.slow,
-              pytest.mark.skipif(os.environ.get("RBRIDGE_TEST_SOAK") != "1",
-                                 reason="the 2-minute soak: set RBRIDGE_TEST_SOAK=1 to run it")]
+              pytest.mark.skipif(os.environ.get("RB_TEST_SOAK") != "1",
+                                 reason="the 2-minute soak: set RB_TEST_SOAK=1 to run it")]
 SOAK_SECONDS, MAX_REQUESTS, CLIENTS, FAULT_EVERY = 120, 20000, 4, 8.0
 
 

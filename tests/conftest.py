@@ -11,7 +11,7 @@ import pytest
 from serverproc import ROOT, Server, rscript
 
 CHAOS_R = r'''
-# A test model whose score() misbehaves on request: spin forever, eat memory, die, sleep.
+# A test model whose score() misbehaves on request: spin forever, eat memory, die, sleep, grow (and keep) x MiB.
 score <- function(model, newdata) {
   mode <- newdata$mode[1]
   if (mode == "spin") repeat {}
@@ -19,6 +19,7 @@ score <- function(model, newdata) {
   if (mode == "die") tools::pskill(Sys.getpid(), tools::SIGKILL)
   if (mode == "segv") tools::pskill(Sys.getpid(), 11L)
   if (mode == "sleep") Sys.sleep(newdata$x[1])
+  if (mode == "grow") assign(".ballast", numeric(newdata$x[1] * 131072), envir = globalenv())   # x MiB, kept
   if (mode == "fail") stop("asked to fail")
   newdata$x * model$factor
 }

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import queue
 import signal
@@ -125,6 +126,9 @@ def _gateway_app():
     asked: queue.SimpleQueue = queue.SimpleQueue()
     signal.signal(signal.SIGUSR1, lambda signum, frame: asked.put(signum))
     threading.Thread(target=_drain, args=(service, counted, asked), name="drain", daemon=True).start()
+    # granian ends this process once it has answered what it received; multiprocessing runs its
+    # finalizers first, so the R workers are stopped (not left to notice their socket closing).
+    multiprocessing.util.Finalize(None, service.pool.stop, kwargs={"timeout": 2}, exitpriority=10)
     lifecycle.start_background(service, _boot_failed)
     log.info("gateway process %s serving (granian)", os.getpid())
     return counted

@@ -120,7 +120,7 @@ def test_binary_inputs_and_outputs(v2):
 def test_requested_outputs_choose_json_or_binary_per_output(tmp_path):
     sample = protocol.Output("table", ["p", "label"], [np.array([0.25]), ["yes"]])
     client, pool = v2_app(tmp_path, sample=sample)
-    pool.predict = lambda model, part, timeout: type("Job", (), {
+    pool.predict = lambda model, part, timeout, version=None: type("Job", (), {
         "output": protocol.Output("table", ["p", "label"], [np.array([0.25, 0.5]), ["yes", "no"]]),
         "version": "v1", "slot": 0})()
     body = {"inputs": cars_inputs([ROW, ROW]),

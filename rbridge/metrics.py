@@ -101,6 +101,9 @@ class Predictions:
             return
         values = output.values[0]
         key = (model, version or "")
+        if isinstance(values, list) and values and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            values = np.asarray(values, dtype=np.float64)
         if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
             finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
             counts = np.bincount(np.searchsorted(self._bounds, finite, side="left"),
@@ -133,17 +136,23 @@ class Predictions:
     def collect(self):
         hist = HistogramMetricFamily("rbridge_prediction_value", "Numeric predictions by model version",
                                      labels=["model", "version"])
+        count = CounterMetricFamily("rbridge_prediction_values", "Numeric predictions counted by model version",
+                                    labels=["model", "version"])
+        total = GaugeMetricFamily("rbridge_prediction_value_total_sum", "Sum of the numeric predictions "
+                                  "(divided by rbridge_prediction_values_total: their mean)", labels=["model", "version"])
         for (model, version), v in self.numbers().items():
             buckets = [(repr(b) if b != float("inf") else "+Inf", c)
                        for b, c in zip(v["bounds"], v["cumulative"])]
-            hist.add_metric([model, version], buckets, v["sum"])
+            hist.add_metric([model, version], buckets, v["sum"])   # negative buckets: no _sum/_count
+            count.add_metric([model, version], v["count"])
+            total.add_metric([model, version], v["sum"])
         labels = CounterMetricFamily("rbridge_prediction_labels", "Predicted labels by model version "
                                      f"(at most {MAX_LABELS} per version; more count as {OTHER})",
                                      labels=["model", "version", "label"])
         for (model, version), counts in self.labels().items():
             for label, n in counts.items():
                 labels.add_metric([model, version, label], n)
-        return [hist, labels]
+        return [hist, count, total, labels]
 
 
 class _PoolCollector:

@@ -68,7 +68,10 @@ class Plan:
 
     def describe(self) -> dict:
         def route(r):
-            return None if r is None else {k: v for k, v in dataclasses.asdict(r).items() if k != "target"}
+            if r is None:
+                return None
+            out = {"version": r.number, "percent": r.percent, "sticky": r.sticky, "tolerance": r.tolerance}
+            return out if r is self.canary else {"version": r.number, "tolerance": r.tolerance}
         return {"active": self.active, "canary": route(self.canary), "shadow": route(self.shadow),
                 "capture": self.capture, "loaded": sorted(self.loaded), "source": self.source,
                 "errors": list(self.errors)}

@@ -59,8 +59,8 @@ def build(settings) -> Service:
                           + (" (the fetch failed)" if fetch_error else "") + "; create it or fix the path")
     snapshots = Path(tempfile.mkdtemp(prefix="rbridge-models-"))   # the versions workers load
     atexit.register(shutil.rmtree, snapshots, True)
-    store = _versions(settings)
-    registry = Registry(settings, snapshots, versions=store)
+    versions = _versions(settings)
+    registry = Registry(settings, snapshots, versions=versions)
     if settings.default_model and settings.default_model not in registry.entries:
         raise ConfigError(f"--default-model {settings.default_model}: no {settings.default_model}.rds "
                           f"in {settings.models}")
@@ -70,7 +70,7 @@ def build(settings) -> Service:
     metrics = Metrics()
     pool = Pool(settings, registry, metrics, failed_reason=fetch_error)
     metrics.attach(pool)
-    reloader = Reloader(registry, pool, settings.reload_interval, store)
+    reloader = Reloader(registry, pool, settings.reload_interval, versions)
     authenticator = Authenticator(store, keys, settings.token_ttl,
                                   max(settings.refresh_token_ttl, settings.token_ttl))
     app = create_app(settings, registry, pool, authenticator, reloader)

@@ -92,15 +92,17 @@ class _Sink:
     def start(self) -> None:
         threading.Thread(target=self._run, name=f"capture-{self.model}", daemon=True).start()
 
-    def _take(self, most: int, wait: float) -> list:
-        """Up to `most` records: the first waited for up to `wait` s, the rest as they are there."""
+    def _take(self, most: int, wait: float, linger: float = 0.0) -> list:
+        """Up to `most` records: the first waited for up to `wait` s, more for `linger` s after it."""
         try:
             out = [self.buffer.get(timeout=wait)]
         except queue.Empty:
             return []
+        until = time.monotonic() + linger
         while len(out) < most:
             try:
-                out.append(self.buffer.get_nowait())
+                out.append(self.buffer.get(timeout=max(0.0, until - time.monotonic())) if linger
+                           else self.buffer.get_nowait())
             except queue.Empty:
                 break
         return out
@@ -158,7 +160,7 @@ class _HttpSink(_Sink):
         self.source = f"rbridge/{socket.gethostname()}/models/{model}"
 
     def _drain(self) -> None:
-        records = self._take(self.batch, FLUSH_SECONDS)
+        records = self._take(self.batch, 60.0, FLUSH_SECONDS)
         if not records:
             return
         events = [e for r in records for e in cloudevents(r, self.source)]

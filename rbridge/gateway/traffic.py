@@ -105,8 +105,8 @@ class Traffic:
             return
         if plan.capture is not None and body is not None:
             self.captures.offer(name, plan.capture, job.version or "", request_id, body, predictions)
-        shadow = plan.shadow
-        if shadow is not None and target == name and shadow.target != name:
+        shadow = plan.shadow          # the routes that capture (body given) are the ones shadowed
+        if shadow is not None and body is not None and target == name and shadow.target != name:
             self.shadows.offer(name, shadow, read, job, request_id)
 
 

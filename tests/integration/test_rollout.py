@@ -282,3 +282,20 @@ def test_a_hung_capture_sink_costs_the_caller_nothing(setup):
         time.sleep(0.2)
     assert metric(s, "rbridge_capture_records_total", model="sink", result="failed") >= 5   # SINK_TIMEOUT each
     assert metric(s, "rbridge_capture_records_total", model="sink", result="sent") == 0
+
+
+def test_another_replica_on_the_folder_serves_the_same_rollout(setup, tmp_path):
+    """The rollout set through the API is kept in the shared folder: a replica started on it
+    (or restarted) serves the same active version and loads the shadow version beside it."""
+    s, v1, v2 = setup["server"], setup["v1"], setup["v2"]
+    with Server(setup["models"], tmp_path / "b", "--workers", "1", "--reload-interval", str(INTERVAL)) as b:
+        plan = b.get("/models/cars/rollout", auth=PUBLISHER).json()
+        assert (plan["active"], plan["canary"], plan["shadow"]["version"], plan["source"]) == \
+            (2, None, 1, "rollout API"), plan
+        assert score(b).json()["predictions"][0] == v2
+        assert score(b, headers={"X-Model-Version": "1"}).json()["predictions"][0] == v1
+        rollout(s, {"shadow": None})                    # cleared on one replica, the other follows
+        deadline = time.monotonic() + 4 * INTERVAL + 30
+        while b.get("/models/cars/rollout", auth=PUBLISHER).json()["shadow"] is not None:
+            assert time.monotonic() < deadline, "the other replica did not take up the change"
+            time.sleep(0.2)

@@ -69,6 +69,9 @@ class Pool:
         self.size_reason = reason
         log.info("pool: %s worker(s) (%s)", wanted, reason,
                  extra={"fields": {"event": "pool_size", "workers": wanted}})
+        if self.registry.extras:
+            log.info("pool: each worker holds the rollout version(s) %s beside the models (memory counted)",
+                     ", ".join(sorted(self.registry.extras)))
         self.slots = [Slot(self, i, first if i == 0 else None) for i in range(wanted)]
         for slot in self.slots:
             slot.thread.start()

@@ -222,6 +222,8 @@ def test_capture_file_holds_what_was_answered_and_reads_into_r(setup, tmp_path):
             [{"wt": r["wt"]} for r in rows]                                   # hp dropped
         assert all(re.fullmatch(r"[0-9a-f]{16}", r["cyl"]) for r in rec["inputs"])   # cyl hashed
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", rec["time"])
+    logged = [json.loads(line) for line in s.log_text().splitlines() if '"request_id":"cap-0"' in line]
+    assert [(x["model"], x["version"]) for x in logged] == [("cars", sent["cap-0"][2])]   # the access log line
     expected = tmp_path / "expected.json"
     expected.write_text(json.dumps([{"request_id": rid, "row": i + 1, "wt": rows[i]["wt"], "prediction": p[i],
                                      "version": v} for rid, (rows, p, v) in sent.items() for i in range(2)]))
@@ -293,6 +295,8 @@ def test_another_replica_on_the_folder_serves_the_same_rollout(setup, tmp_path):
             (2, None, 1, "rollout API"), plan
         assert score(b).json()["predictions"][0] == v2
         assert score(b, headers={"X-Model-Version": "1"}).json()["predictions"][0] == v1
+        assert b.get("/status").json()["rollout_versions"] == ["cars@1"]
+        assert "holds the rollout version(s) cars@1" in b.log_text()
         rollout(s, {"shadow": None})                    # cleared on one replica, the other follows
         deadline = time.monotonic() + 4 * INTERVAL + 30
         while b.get("/models/cars/rollout", auth=PUBLISHER).json()["shadow"] is not None:

@@ -154,3 +154,38 @@ def test_http_sink_posts_batches_of_kserve_cloudevents(monkeypatch):
     assert first["data"]["inputs"] == [{"x": 0, "email": capture.hashlib.sha256(b"a@b").hexdigest()[:16]}]
     assert events[1]["data"]["predictions"] == [0]
     assert metrics.captured.labels("m", "sent")._value.get() == 3
+
+
+def test_pinning_a_version_that_failed_to_load_is_a_422_naming_r_s_error():
+    infos = {"m": protocol.ModelInfo("m", "1.0", ok=True),
+             "m@2": protocol.ModelInfo("m@2", "2.0", ok=False, error="there is no package called 'ranger'")}
+    plan = rollout.Plan(1, canary=rollout.Route(2, "m@2", percent=0.0), loaded={1: "m", 2: "m@2"})
+    t = traffic.Traffic(_Registry(plan, infos), None, None)
+    with pytest.raises(traffic.InvalidInput) as err:
+        t.choose("m", "x", "2")
+    assert err.value.status == 422 and "no package called 'ranger'" in err.value.message
+    with pytest.raises(traffic.NotFound):
+        t.choose("m", "x", "9.9")
+
+
+class _BusyPool:
+    def __init__(self, idle):
+        self.metrics, self.idle = Metrics(), idle
+
+    def has_idle_worker(self):
+        return self.idle
+
+
+def test_shadow_copies_are_dropped_and_counted_when_no_worker_is_idle_or_the_queue_is_full(monkeypatch):
+    route = rollout.Route(2, "m@2")
+    job = type("Job", (), {"output": None})()
+    busy = _BusyPool(idle=False)
+    shadows = traffic.Shadows(None, busy)
+    shadows.offer("m", route, None, job, "r1")
+    assert busy.metrics.shadow_dropped.labels("m", "busy")._value.get() == 1
+    idle = _BusyPool(idle=True)
+    shadows = traffic.Shadows(None, idle)
+    monkeypatch.setattr(shadows, "_thread", "not started: nothing takes from the queue")
+    for i in range(traffic.SHADOW_QUEUE + 3):
+        shadows.offer("m", route, None, job, f"r{i}")
+    assert idle.metrics.shadow_dropped.labels("m", "queue_full")._value.get() == 3

@@ -11,6 +11,7 @@ its core, `run`, is shared with the Open Inference Protocol's route (views_v2.py
 
 from __future__ import annotations
 
+import numpy as np
 from flask import Blueprint, g, request
 
 from rbridge.errors import NotFound, Unavailable
@@ -42,7 +43,7 @@ def score(p, call, name: str, data: bytes, mimetype: str, charset: str | None,
         return schema.encode(body, p.settings.max_rows, p.settings.max_columns)
 
     def answered(job):
-        seen["predictions"] = render(job.output)
+        seen["predictions"] = render(job.output, p.registry.top_k(name))
         return seen["body"], seen["predictions"]
     job = run(p, call, name, read, pin, answered)
     return ({"model": name, "version": job.version, "predictions": seen["predictions"]},
@@ -118,10 +119,22 @@ def predict_version(name: str, number: int):
     return _scored(name, str(number))
 
 
-def render(output: protocol.Output):
-    """Worker output -> JSON-ready predictions: a list of values, or a list of row objects."""
+def render(output: protocol.Output, top_k: int | None = None):
+    """Worker output -> JSON-ready predictions: a list of values, or a list of row objects;
+    with `top_k` (a table of class scores, the worker checked), each row's k best classes."""
+    if top_k:
+        return ranked(output, top_k)
     if output.kind == "vector":
         return output.values[0]
     cols = [v.tolist() if hasattr(v, "tolist") else v for v in output.values]
     names = output.names
     return [dict(zip(names, row)) for row in zip(*cols)]
+
+
+def ranked(output: protocol.Output, k: int) -> list:
+    """Per row, [{"label": class, "score": score}, ...] for the k highest scores, best first
+    (equal scores keep the classes' order)."""
+    scores = np.column_stack([np.asarray(v, np.float64) for v in output.values])
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    labels = output.names
+    return [[{"label": labels[j], "score": float(row[j])} for j in best] for row, best in zip(scores, order)]

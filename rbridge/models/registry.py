@@ -96,7 +96,7 @@ class Registry:
         key = (info.name, info.version)
         schema = self._schemas.get(key)
         if schema is None:
-            schema = self._schemas[key] = Schema(info.schema)
+            schema = self._schemas[key] = Schema(info.schema, extra_ok=info.kind == "r")
         return schema
 
     def _entry(self, name: str) -> Entry | None:
@@ -114,6 +114,11 @@ class Registry:
         """max_concurrency from <name>.json: workers the model may hold at once (None: not set)."""
         entry = self._entry(name)
         return entry.max_concurrency if entry else None
+
+    def top_k(self, name: str) -> int | None:
+        """top_k from <name>.json: answer each row's k best classes (None: the model's own answer)."""
+        entry = self.entries.get(name)
+        return entry.spec.top_k if entry and entry.spec else None
 
     def warmup_timeout(self, name: str) -> float:
         """Seconds a model's warm-up may take: --warmup-timeout, else the model's timeout."""
@@ -158,7 +163,8 @@ class Registry:
         else:
             state, error = ("loaded", None) if info.ok else ("failed", info.error)
         out = {"name": name, "version": entry.spec.version if entry.spec else None, "state": state,
-               "error": error, "r_class": info.r_class if info else None}
+               "error": error, "kind": entry.spec.kind if entry.spec else None,
+               "r_class": info.r_class if info else None}
         if name in self.rejected:
             out["reload_error"] = self.rejected[name]   # newer files refused; this version serves
         if full:
@@ -168,6 +174,7 @@ class Registry:
                 "size": entry.size, "packages": info.packages if info else None,
                 "scoring": f"score() in {name}.R" if spec and spec.script else "default",
                 "predict_args": spec.predict_args if spec else None,
+                "top_k": spec.top_k if spec else None,
                 "timeout": self.timeout_for(name),
                 "load_seconds": round(info.load_seconds, 3) if info else None,
                 "loaded_at": _iso(self.loaded_at.get(name)),

@@ -50,8 +50,8 @@ log = logging.getLogger("bridge.reload")
 
 
 def fingerprint(models_dir) -> dict:
-    """name -> (size, mtime_ns) of each model's .rds/.R/.json and of its rollout.json in the
-    versions store (a rollout set on another replica), to notice any change."""
+    """name -> (size, mtime_ns) of each model's files (catalog.EXTS) and of its rollout.json in
+    the versions store (a rollout set on another replica), to notice any change."""
     out = {}
     if not models_dir.is_dir():
         return out
@@ -63,7 +63,7 @@ def fingerprint(models_dir) -> dict:
         out.setdefault(path.parent.name, []).append(("rollout", st.st_size, st.st_mtime_ns))
     for path in models_dir.iterdir():
         stem, dot, ext = path.name.rpartition(".")
-        if ext not in ("rds", "R", "json") or not catalog.NAME_RE.match(stem or "-") or not path.is_file():
+        if f".{ext}" not in catalog.EXTS or not catalog.NAME_RE.match(stem or "-") or not path.is_file():
             continue
         try:
             st = path.stat()

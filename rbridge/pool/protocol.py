@@ -36,13 +36,15 @@ EXIT_PROTOCOL = 4        # the gateway sent something the worker does not unders
 class ModelSpec:
     """What the gateway's catalogue found on disk for one model."""
     name: str
-    rds: str
+    rds: str                     # the model file: .rds, or .joblib/.pkl/.onnx for a Python model
     script: str | None
     version: str
     sha256: str
     predict_args: dict
     schema: list | None          # columns from <name>.json, overriding what R derives
     packages: list = dataclasses.field(default_factory=list)   # R packages <name>.json says to attach
+    kind: str = "r"              # "r" (rsession.py), "sklearn" or "onnx" (pysession.py): by the file
+    top_k: int | None = None     # answer the k best classes of a table of class scores, per row
 
 
 @dataclasses.dataclass
@@ -66,6 +68,7 @@ class ModelInfo:
     warmup_timed_out: bool = False   # failed because its warm-up outran --warmup-timeout
     sample_output: "Output | None" = None   # the warm-up's prediction (one row): what answers look like
     output_levels: list | None = None   # levels of a factor answer (seen at the warm-up), else None
+    kind: str = "r"              # ModelSpec.kind; r_class then holds the Python class
 
 
 @dataclasses.dataclass

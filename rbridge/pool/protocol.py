@@ -43,6 +43,8 @@ class ModelSpec:
     predict_args: dict
     schema: list | None          # columns from <name>.json, overriding what R derives
     packages: list = dataclasses.field(default_factory=list)   # R packages <name>.json says to attach
+    image: dict | None = None    # how uploaded images become the input (catalog.image_config), or None
+    providers: list | None = None   # onnxruntime execution providers, in order of preference
 
 
 @dataclasses.dataclass

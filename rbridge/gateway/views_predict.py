@@ -1,7 +1,8 @@
 """Scoring: POST /models/<name>/predict and POST /predict (the default model).
 
 The way of one request: authenticate -> the model must be loaded -> body (JSON or CSV) ->
-Schema.encode (rbridge/schema.py: rows to typed columns, 422s) -> pool.predict (queue, worker,
+Schema.encode (rbridge/schema.py: rows to typed columns, 422s), or for a model with an "image"
+block in its <name>.json, the uploaded files (imagebody.py; the worker decodes them) -> pool.predict (queue, worker,
 R; rbridge/pool/) -> render the worker's output -> JSON with the version in X-Model-Version.
 `score` is that way for either path: the Flask views below, and fastpath.py in front of Flask;
 its core, `run`, is shared with the Open Inference Protocol's route (views_v2.py).
@@ -11,8 +12,8 @@ from __future__ import annotations
 
 from flask import Blueprint, g, request
 
-from rbridge.errors import NotFound, Unavailable
-from rbridge.gateway import csvbody
+from rbridge.errors import NotFound, Unavailable, UnsupportedMediaType
+from rbridge.gateway import csvbody, imagebody
 from rbridge.gateway.bodies import parse_json
 from rbridge.gateway.context import caller, json_response, parts, unknown_model
 from rbridge.pool import protocol
@@ -28,10 +29,15 @@ def default_model(p) -> str:
     return p.registry.default
 
 
-def score(p, call, name: str, data: bytes, mimetype: str, charset: str | None) -> tuple[dict, dict]:
-    """Score an authenticated request's body with model `name`: (response body, headers)."""
+def score(p, call, name: str, data: bytes, mimetype: str, options: dict) -> tuple[dict, dict]:
+    """Score an authenticated request's body with model `name`: (response body, headers).
+    `options` are the Content-Type's parameters (charset, boundary)."""
     def read(info: protocol.ModelInfo, schema):
-        body = csvbody.parse(data, info.schema, charset) if mimetype == "text/csv" else parse_json(data)
+        image = p.registry.image_config(name)
+        if image is not None or imagebody.is_image_request(mimetype):
+            return read_images(name, image, data, mimetype, options)
+        body = (csvbody.parse(data, info.schema, options.get("charset")) if mimetype == "text/csv"
+                else parse_json(data))
         return schema.encode(body, p.settings.max_rows, p.settings.max_columns)
     job = run(p, call, name, read)
     return ({"model": name, "version": job.version, "predictions": render(job.output)},
@@ -52,6 +58,19 @@ def run(p, call, name: str, read):
                          info.version)
     call.version, call.worker = job.version, job.slot
     return job
+
+
+def read_images(name: str, image: dict | None, data: bytes, mimetype: str, options: dict) -> tuple[dict, int]:
+    """An image model's body as one column of files (the worker decodes them), or a 415 when
+    the model and the Content-Type do not go together."""
+    if image is None:
+        raise UnsupportedMediaType(f"model '{name}' does not take images; send rows as JSON "
+                                   "(application/json) or CSV (text/csv)")
+    if not imagebody.is_image_request(mimetype):
+        raise UnsupportedMediaType(f"model '{name}' takes images: send one as image/png or image/jpeg, "
+                                   f"or several as multipart/form-data (this request is {mimetype or 'without a Content-Type'})")
+    files = imagebody.parse(data, mimetype, options, image)
+    return {"image": ("image", files)}, len(files)
 
 
 def loaded(p, name: str) -> protocol.ModelInfo:
@@ -79,7 +98,7 @@ def predict(name: str):
 
 def _scored(name: str):
     body, headers = score(parts(), g.call, name, request.get_data(cache=False), request.mimetype,
-                          request.mimetype_params.get("charset"))
+                          request.mimetype_params)
     return json_response(body, headers=headers)
 
 

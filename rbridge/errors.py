@@ -82,6 +82,11 @@ class RError(BridgeError):
     status, code = 422, "r_error"
 
 
+class ModelError(BridgeError):
+    """A Python model's predict method raised: its exception's type and message (422)."""
+    status, code = 422, "model_error"
+
+
 class Overloaded(BridgeError):
     status, code = 429, "overloaded"
 

@@ -46,13 +46,13 @@ case "${1:-}" in
   serve)
     shift
     need_apt $BASE_PACKAGES $R_PACKAGES
-    setup_python r
+    setup_python "r,python-models"
     exec "$VENV/bin/rbridge" serve --models "$ROOT/models" "$@"
     ;;
   test)
     shift
     need_apt $BASE_PACKAGES $R_PACKAGES $TEST_PACKAGES
-    setup_python "r,test"
+    setup_python "r,test,python-models"
     echo "==> R tests (tests/r)"
     Rscript tests/r/run.R
     echo "==> Python tests"

@@ -10,6 +10,7 @@ its core, `run`, is shared with the Open Inference Protocol's route (views_v2.py
 
 from __future__ import annotations
 
+import numpy as np
 from flask import Blueprint, g, request
 
 from rbridge.errors import NotFound, Unavailable, UnsupportedMediaType
@@ -40,7 +41,8 @@ def score(p, call, name: str, data: bytes, mimetype: str, options: dict) -> tupl
                 else parse_json(data))
         return schema.encode(body, p.settings.max_rows, p.settings.max_columns)
     job = run(p, call, name, read)
-    return ({"model": name, "version": job.version, "predictions": render(job.output)},
+    return ({"model": name, "version": job.version,
+             "predictions": render(job.output, p.registry.top_k(name))},
             {"X-Model-Version": job.version or ""})
 
 
@@ -102,10 +104,22 @@ def _scored(name: str):
     return json_response(body, headers=headers)
 
 
-def render(output: protocol.Output):
-    """Worker output -> JSON-ready predictions: a list of values, or a list of row objects."""
+def render(output: protocol.Output, top_k: int | None = None):
+    """Worker output -> JSON-ready predictions: a list of values, or a list of row objects;
+    with `top_k` (a table of class scores, the worker checked), each row's k best classes."""
+    if top_k:
+        return ranked(output, top_k)
     if output.kind == "vector":
         return output.values[0]
     cols = [v.tolist() if hasattr(v, "tolist") else v for v in output.values]
     names = output.names
     return [dict(zip(names, row)) for row in zip(*cols)]
+
+
+def ranked(output: protocol.Output, k: int) -> list:
+    """Per row, [{"label": class, "score": score}, ...] for the k highest scores, best first
+    (equal scores keep the classes' order)."""
+    scores = np.column_stack([np.asarray(v, np.float64) for v in output.values])
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    labels = output.names
+    return [[{"label": labels[j], "score": float(row[j])} for j in best] for row, best in zip(scores, order)]

@@ -1,7 +1,9 @@
 """The model folder: which models exist, their files, versions and per-model settings.
 
-Every `DIR/<name>.rds` is a model `<name>`, with an optional `<name>.R` (score/init) and an
-optional `<name>.json`. Names are restricted to `[A-Za-z0-9_.-]`; requests only ever choose a
+Every `DIR/<name>.rds` is an R model `<name>`, with an optional `<name>.R` (score/init); every
+`DIR/<name>.joblib` or `<name>.pkl` (a scikit-learn estimator or pipeline) and `<name>.onnx` is a
+Python model. The file says the kind (`ModelSpec.kind`: "r", "sklearn", "onnx"); two model files
+of one name are an error for that name. Either kind may have a `<name>.json`. Names are restricted to `[A-Za-z0-9_.-]`; requests only ever choose a
 model by a name from this catalogue, so no request can make the bridge read outside DIR.
 
 A bad `<name>.json` does not stop the server: the model is listed as failed with the reason.
@@ -23,7 +25,7 @@ from rbridge.settings import NAME_RE
 
 TYPES = ("numeric", "integer", "factor", "character", "logical", "date", "datetime", "difftime")
 JSON_KEYS = {"version", "description", "schema", "predict_args", "timeout", "batch", "packages",
-             "max_concurrency", "image", "providers"}
+             "max_concurrency", "top_k", "image", "providers"}
 COLUMN_KEYS = {"name", "type", "levels", "na", "ordered", "description", "tz", "units"}
 DIFFTIME_UNITS = ("secs", "mins", "hours", "days", "weeks")   # R's difftime units
 PACKAGE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9.]*[A-Za-z0-9]$")  # R's rule for package names
@@ -37,7 +39,8 @@ IMAGE_KEYS = {"size", *IMAGE_DEFAULTS}
 IMAGE_CHOICES = {"mode": ("L", "RGB"), "layout": ("NCHW", "NHWC", "flat"),
                  "dtype": ("float32", "float64", "uint8"),
                  "resample": ("nearest", "bilinear", "bicubic", "lanczos", "box")}
-EXTS = (".rds", ".R", ".json")      # a model's files: <name>.rds, optional <name>.R and <name>.json
+MODEL_FILES = {".rds": "r", ".joblib": "sklearn", ".pkl": "sklearn", ".onnx": "onnx"}   # ext -> kind
+EXTS = (*MODEL_FILES, ".R", ".json")   # a model's files: one model file, optional <name>.R and <name>.json
 
 
 @dataclasses.dataclass
@@ -67,10 +70,7 @@ def scan(models_dir: Path, snapshots: Path | None = None, previous: dict | None 
     entries = {}
     if not models_dir.is_dir():
         return entries
-    for rds in sorted(models_dir.glob("*.rds")):
-        name = rds.name[:-4]
-        if not NAME_RE.match(name) or not rds.is_file():
-            continue
+    for name in model_names(models_dir):
         old = (previous or {}).get(name)
         # A failed entry is read again: chmod, a remount or a finished copy fix a file without
         # changing its size or mtime.
@@ -79,6 +79,27 @@ def scan(models_dir: Path, snapshots: Path | None = None, previous: dict | None 
         else:
             entries[name] = read_entry(models_dir, name, snapshots)
     return entries
+
+
+def model_names(models_dir: Path) -> list[str]:
+    """The names of the model files (of any kind) in the folder, sorted, each once."""
+    names = set()
+    for path in models_dir.iterdir():
+        stem, dot, ext = path.name.rpartition(".")
+        if f".{ext}" in MODEL_FILES and NAME_RE.match(stem or "-") and path.is_file():
+            names.add(stem)
+    return sorted(names)
+
+
+def model_file(folder: Path, name: str) -> tuple[Path, str]:
+    """(the model's file, its kind); ValueError when there is none, or several."""
+    found = [ext for ext in MODEL_FILES if (folder / f"{name}{ext}").is_file()]
+    if len(found) > 1:
+        raise ValueError(f"{' and '.join(name + ext for ext in found)} are both there; one name is one "
+                         "model: keep one of the files")
+    if not found:
+        raise FileNotFoundError(2, "No such file or directory", str(folder / f"{name}.rds"))
+    return folder / f"{name}{found[0]}", MODEL_FILES[found[0]]
 
 
 def files_stamp(models_dir: Path, name: str) -> tuple:
@@ -104,9 +125,12 @@ def read_entry(models_dir: Path, name: str, snapshots: Path | None = None) -> En
             folder.mkdir(parents=True)
             for ext, _, _ in stamp:
                 shutil.copy2(models_dir / f"{name}{ext}", folder / f"{name}{ext}")
-        rds = folder / f"{name}.rds"
+        rds, kind = model_file(folder, name)
         script = folder / f"{name}.R"
         config_path = folder / f"{name}.json"
+        if kind != "r" and script.exists():
+            raise ValueError(f"{name}.R scores R models; {rds.name} is scored by its own predict methods "
+                             "(remove the .R file)")
         stat = rds.stat()
         digest = file_sha256(rds)
         config = _read_config(config_path) if config_path.exists() else {}
@@ -116,7 +140,7 @@ def read_entry(models_dir: Path, name: str, snapshots: Path | None = None) -> En
         return Entry(name, None, error=_file_error(exc), stamp=stamp, unreadable=isinstance(exc, OSError))
     batch = config.get("batch", {})
     spec = ModelSpec(
-        name=name, rds=str(rds.resolve()),
+        name=name, rds=str(rds.resolve()), kind=kind, top_k=config.get("top_k"),
         script=str(script.resolve()) if script.is_file() else None,
         version=str(config.get("version") or digest[:12]), sha256=digest,
         predict_args=config.get("predict_args", {}), packages=config.get("packages", []),
@@ -159,6 +183,9 @@ def _read_config(path: Path) -> dict:
                                             and not isinstance(config["max_concurrency"], bool)
                                             and config["max_concurrency"] >= 1):
         raise ValueError(f"{path.name}: max_concurrency must be a whole number of workers, at least 1")
+    if "top_k" in config and not (isinstance(config["top_k"], int) and not isinstance(config["top_k"], bool)
+                                  and config["top_k"] >= 1):
+        raise ValueError(f"{path.name}: top_k must be a whole number of classes, at least 1")
     if "predict_args" in config and not isinstance(config["predict_args"], dict):
         raise ValueError(f"{path.name}: predict_args must be an object of argument: value")
     packages = config.get("packages", [])

@@ -89,6 +89,11 @@ class Registry:
         entry = self.entries.get(name)
         return entry.max_concurrency if entry else None
 
+    def top_k(self, name: str) -> int | None:
+        """top_k from <name>.json: answer each row's k best classes (None: the model's own answer)."""
+        entry = self.entries.get(name)
+        return entry.spec.top_k if entry and entry.spec else None
+
     def warmup_timeout(self, name: str) -> float:
         """Seconds a model's warm-up may take: --warmup-timeout, else the model's timeout."""
         return self._warmup_timeout or self.timeout_for(name)
@@ -132,7 +137,8 @@ class Registry:
         else:
             state, error = ("loaded", None) if info.ok else ("failed", info.error)
         out = {"name": name, "version": entry.spec.version if entry.spec else None, "state": state,
-               "error": error, "r_class": info.r_class if info else None}
+               "error": error, "kind": entry.spec.kind if entry.spec else None,
+               "r_class": info.r_class if info else None}
         if name in self.rejected:
             out["reload_error"] = self.rejected[name]   # newer files refused; this version serves
         if full:
@@ -142,6 +148,7 @@ class Registry:
                 "size": entry.size, "packages": info.packages if info else None,
                 "scoring": f"score() in {name}.R" if spec and spec.script else "default",
                 "predict_args": spec.predict_args if spec else None,
+                "top_k": spec.top_k if spec else None,
                 "image": spec.image if spec else None,
                 "timeout": self.timeout_for(name),
                 "load_seconds": round(info.load_seconds, 3) if info else None,

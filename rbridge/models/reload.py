@@ -44,13 +44,13 @@ log = logging.getLogger("bridge.reload")
 
 
 def fingerprint(models_dir) -> dict:
-    """name -> (size, mtime_ns) of each model's .rds/.R/.json, to notice any change."""
+    """name -> (size, mtime_ns) of each model's files (catalog.EXTS), to notice any change."""
     out = {}
     if not models_dir.is_dir():
         return out
     for path in models_dir.iterdir():
         stem, dot, ext = path.name.rpartition(".")
-        if ext not in ("rds", "R", "json") or not catalog.NAME_RE.match(stem or "-") or not path.is_file():
+        if f".{ext}" not in catalog.EXTS or not catalog.NAME_RE.match(stem or "-") or not path.is_file():
             continue
         try:
             st = path.stat()

@@ -6,6 +6,7 @@ catalogue and the watcher skip names starting with a dot):
     <models>/.versions/.lock              flock: numbering and adoption, across replicas
     <models>/.versions/.incoming/<id>/    uploads being received (moved, or removed on failure)
     <models>/.versions/<name>/<n>/        <name>.rds [<name>.R] [<name>.json] meta.json
+                                          (or the Python model's <name>.joblib/.pkl/.onnx)
 
 `n` is assigned by the server: 1, 2, 3, ... per model. meta.json (written last, by os.replace,
 so a version without one is incomplete and ignored) holds the number, the user's `version`
@@ -33,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rbridge.models.catalog import EXTS, file_sha256
+from rbridge.models.catalog import EXTS, MODEL_FILES, file_sha256
 
 log = logging.getLogger("bridge.versions")
 ROOT = ".versions"
@@ -102,7 +103,8 @@ class VersionStore:
             target = self.root / name / str(number)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(folder, target)
-            meta = {"version": number, "label": label, "sha256": files[".rds"], "files": files,
+            digest = next(files[ext] for ext in MODEL_FILES if ext in files)
+            meta = {"version": number, "label": label, "sha256": digest, "files": files,
                     "published_by": user, "published_at": _now(), "how": how}
             tmp = target / f".{META}.tmp"
             tmp.write_text(json.dumps(meta, indent=1))
@@ -113,7 +115,7 @@ class VersionStore:
     def adopt(self, name: str, how: str = "models folder") -> dict | None:
         """Record the live files of `name` as a version unless one has them already."""
         files = self.live_files(name)
-        if ".rds" not in files or any(m["files"] == files for m in self.list(name)):
+        if not MODEL_FILES.keys() & files or any(m["files"] == files for m in self.list(name)):
             return None
         staging = self.incoming()
         for ext in files:
@@ -139,7 +141,7 @@ class VersionStore:
                 tmp = self.models_dir / f".{name}{ext}.{os.getpid()}.tmp"
                 shutil.copy2(kept, tmp)
                 os.replace(tmp, live)
-            elif ext != ".rds":
+            else:           # e.g. the .R of a version that had one, or another kind's model file
                 live.unlink(missing_ok=True)
 
     def retire(self, name: str) -> None:

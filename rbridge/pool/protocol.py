@@ -36,13 +36,15 @@ EXIT_PROTOCOL = 4        # the gateway sent something the worker does not unders
 class ModelSpec:
     """What the gateway's catalogue found on disk for one model."""
     name: str
-    rds: str
+    rds: str                     # the model file: .rds, or .joblib/.pkl/.onnx for a Python model
     script: str | None
     version: str
     sha256: str
     predict_args: dict
     schema: list | None          # columns from <name>.json, overriding what R derives
     packages: list = dataclasses.field(default_factory=list)   # R packages <name>.json says to attach
+    kind: str = "r"              # "r" (rsession.py), "sklearn" or "onnx" (pysession.py): by the file
+    top_k: int | None = None     # answer the k best classes of a table of class scores, per row
     image: dict | None = None    # how uploaded images become the input (catalog.image_config), or None
     providers: list | None = None   # onnxruntime execution providers, in order of preference
 

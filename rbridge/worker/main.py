@@ -1,15 +1,16 @@
-"""A worker process: one embedded R, one thread, scoring what the gateway sends.
+"""A worker process: one thread scoring what the gateway sends, with an embedded R for R models
+and the Python models beside it (host.py says why one worker hosts both kinds).
 
 Lifecycle: the pool starts `python -m rbridge.worker --fd N ...` as a fresh process (never a fork
 of a process with R in it: a forked child shares R's temp directory and deletes it on exit).
 The worker raises its own oom_score_adj (so that the kernel's OOM killer takes a worker, not the
-gateway), applies the optional address-space limit, starts R, then waits for `Load`, loads every
-model, answers `Ready`, and serves `Score` and `Stats` messages until its socket closes. If R
-cannot start (rpy2, R or the bridge's R code missing) it answers `StartFailed` instead of `Ready`,
-saying what is missing and how to install it, and exits with EXIT_R_FAILED so the pool knows
-respawning will not help.
+gateway), applies the optional address-space limit, waits for `Load`, starts R if an R model is
+among its models, loads every model, answers `Ready`, and serves `Score` and `Stats` messages
+until its socket closes. If R cannot start (rpy2, R or the bridge's R code missing) it answers
+`StartFailed` instead of `Ready`, saying what is missing and how to install it, and exits with
+EXIT_R_FAILED so the pool knows respawning will not help.
 
-Threading: single-threaded. The main loop is the only code that touches R.
+Threading: single-threaded. The main loop is the only code that touches R or a model.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import resource
 import socket
 import sys
 import time
+
+import numpy as np
 
 from rbridge.errors import BridgeError
 from rbridge.pool import protocol
@@ -45,10 +48,17 @@ def main(argv=None) -> int:
     if args.memory_limit:
         resource.setrlimit(resource.RLIMIT_AS, (args.memory_limit, args.memory_limit))
 
-    from rbridge.worker.rsession import RSession, StartError, set_thread_env
+    from rbridge.worker.rsession import StartError, set_thread_env
     set_thread_env()
     try:
-        session = RSession(args.r_dir)
+        load = protocol.recv(sock)
+    except EOFError:
+        return 0
+    if not isinstance(load, protocol.Load):
+        return protocol.EXIT_PROTOCOL
+    from rbridge.worker.host import Host
+    try:
+        session = Host(load.models, args.r_dir)
     except StartError as exc:  # rpy2, R or the bridge's R code is missing: nothing to retry
         log.debug("R could not start in worker %s: %s", args.slot, exc)   # the gateway says it
         _send_quietly(sock, exc.failure)
@@ -58,7 +68,7 @@ def main(argv=None) -> int:
         _send_quietly(sock, protocol.StartFailed("R", f"R did not start: {exc}",
                                                  "see the worker's traceback in the log"))
         return protocol.EXIT_R_FAILED
-    return serve(sock, session)
+    return serve(sock, session, load)
 
 
 def _send_quietly(sock: socket.socket, message) -> None:
@@ -68,13 +78,8 @@ def _send_quietly(sock: socket.socket, message) -> None:
         pass
 
 
-def serve(sock: socket.socket, session) -> int:
-    try:
-        message = protocol.recv(sock)
-    except EOFError:
-        return 0
-    if not isinstance(message, protocol.Load):
-        return protocol.EXIT_PROTOCOL
+def serve(sock: socket.socket, session, message: protocol.Load) -> int:
+    """Load the models of `message`, answer Ready, then score until the socket closes."""
     infos = [_load(session, spec, message.warmup_timeouts.get(spec.name)) for spec in message.models]
     for info in infos:
         if not info.ok:
@@ -125,8 +130,12 @@ def _load(session, spec: protocol.ModelSpec, warmup_timeout: float | None) -> pr
             error = (f"it took longer than {warmup_timeout:g} s (--warmup-timeout, default the "
                      f"model's timeout); R said: {error}")
         if error:
-            session.models.pop(spec.name, None)
-            info.ok, info.error = False, f"the warm-up prediction failed: {error}"
+            info.error = f"the warm-up prediction failed: {error}"
+        else:
+            info.error = _top_k_problem(spec, info)
+        if info.error:
+            session.unload(spec.name)
+            info.ok = False
     return info
 
 
@@ -137,12 +146,24 @@ def _warm_up(session, info: protocol.ModelInfo, seconds: float | None) -> str | 
     and types of the model's outputs (the V2 metadata shows them)."""
     from rbridge.schema import Schema, example_rows
     columns, nrows = Schema(info.schema).encode({"data": example_rows(info.schema)}, 1)
-    with session.time_limit(seconds):
+    with session.time_limit(info.name, seconds):
         outputs, _ = session.score(info.name, [protocol.Part("warm-up", nrows, columns)])
     if isinstance(outputs[0], dict):
         return outputs[0]["error"]["message"]
     info.sample_output = outputs[0]
     info.output_levels = outputs[0].levels
+    return None
+
+
+def _top_k_problem(spec: protocol.ModelSpec, info: protocol.ModelInfo) -> str | None:
+    """top_k ranks a table of class scores: the model's answer must be one."""
+    out = info.sample_output
+    if not spec.top_k or out is None:
+        return None
+    if out.kind != "table" or not all(isinstance(v, np.ndarray) and v.dtype.kind == "f" for v in out.values):
+        return ("top_k needs a table of class scores, one number per class (e.g. predict_proba, or R's "
+                "type = \"prob\" in predict_args), but the model answers "
+                + ("a single value per row" if out.kind == "vector" else "columns that are not all numbers"))
     return None
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from rbridge.pool import protocol
+from rbridge.worker import batching
 from rbridge.errors import BridgeError, InvalidInput, RError, Unavailable
 
 log = logging.getLogger("bridge.worker")
@@ -120,10 +121,10 @@ class RSession:
         if model is None:
             err = Unavailable(f"model '{name}' is not loaded in this worker", code="not_loaded").to_dict()
             return [err] * len(parts), False
-        if len(parts) > 1 and _one_shape(parts):
-            out = self._score_safely(model, _concat(parts), sum(p.nrows for p in parts))
+        if len(parts) > 1 and batching.one_shape(parts):
+            out = self._score_safely(model, batching.concat(parts), sum(p.nrows for p in parts))
             if isinstance(out, protocol.Output):
-                return _split(out, [p.nrows for p in parts]), True
+                return batching.split(out, [p.nrows for p in parts]), True
         return [self._score_safely(model, p.columns, p.nrows) for p in parts], False
 
     def _score_safely(self, model: "_Loaded", columns: dict, nrows: int):
@@ -326,31 +327,6 @@ def _merge_schema(r_schema, json_schema, na_reason: str | None = None):
         else:
             col.setdefault("na", True)
     return schema, source
-
-
-def _one_shape(parts: list) -> bool:
-    first = protocol.column_shape(parts[0])
-    return all(protocol.column_shape(p) == first for p in parts[1:])
-
-
-def _concat(parts: list) -> dict:
-    out = {}
-    for name, (kind, _) in parts[0].columns.items():
-        bufs = [p.columns[name][1] for p in parts]
-        if kind in ("character", "logical"):
-            out[name] = (kind, [v for b in bufs for v in b])
-        else:
-            out[name] = (kind, np.concatenate(bufs))
-    return out
-
-
-def _split(output: protocol.Output, sizes: list) -> list:
-    outs, start = [], 0
-    for n in sizes:
-        outs.append(protocol.Output(output.kind, output.names, [v[start:start + n] for v in output.values],
-                                    output.levels))
-        start += n
-    return outs
 
 
 def _import_rpy2():

@@ -53,8 +53,9 @@ def _parts(data: bytes, boundary: str | None, max_images: int) -> list[bytes]:
         raise BadRequest("a multipart/form-data body needs its boundary in the Content-Type header "
                          "(multipart/form-data; boundary=...)")
     # one part more than allowed is enough to tell the caller there are too many
+    # cls=list: the parts as (field, value) in body order (a MultiDict would group them by field)
     parser = MultiPartParser(stream_factory=_in_memory, max_form_parts=max_images + 1,
-                             max_form_memory_size=len(data))
+                             max_form_memory_size=len(data), cls=list)
     try:
         fields, files = parser.parse(io.BytesIO(data), boundary.encode("latin-1"), len(data))
     except RequestEntityTooLarge:
@@ -64,9 +65,9 @@ def _parts(data: bytes, boundary: str | None, max_images: int) -> list[bytes]:
         raise BadRequest(f"the multipart body cannot be read: {exc}") from None
     if fields:
         raise BadRequest(f"every part of the multipart body must be a file (image/png or image/jpeg); "
-                         f"part {next(iter(fields))!r} is a plain field")
+                         f"part {fields[0][0]!r} is a plain field")
     images = []
-    for i, (field, upload) in enumerate(files.items(multi=True), start=1):
+    for i, (field, upload) in enumerate(files, start=1):
         if upload.mimetype not in IMAGE_TYPES:
             raise UnsupportedMediaType(
                 f"part {i} ({field!r}) is {upload.mimetype or 'without a Content-Type'}; every part "

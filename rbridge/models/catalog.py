@@ -134,6 +134,7 @@ def read_entry(models_dir: Path, name: str, snapshots: Path | None = None) -> En
         stat = rds.stat()
         digest = file_sha256(rds)
         config = _read_config(config_path) if config_path.exists() else {}
+        _check_kind_keys(config, kind, config_path.name)
     except (OSError, ValueError) as exc:
         if folder is not models_dir:
             shutil.rmtree(folder, ignore_errors=True)
@@ -228,6 +229,15 @@ def _read_config(path: Path) -> dict:
                 raise ValueError(f"{where}: levels must be a list of strings")
             _check_time_keys(col, where)
     return config
+
+
+def _check_kind_keys(config: dict, kind: str, where: str) -> None:
+    """Keys that only one kind of model reads: images for a Python model, providers for ONNX."""
+    if "image" in config and kind == "r":
+        raise ValueError(f"{where}: image applies to Python models (.joblib, .pkl, .onnx); an R model "
+                         "takes rows")
+    if "providers" in config and kind != "onnx":
+        raise ValueError(f"{where}: providers are onnxruntime's and apply to .onnx models only")
 
 
 def image_config(block, where: str) -> dict:

@@ -98,6 +98,13 @@ def decode(config: dict, data: bytes, index: int = 1) -> Image.Image:
         raise InvalidInput(f"{where} is corrupt or cut short: {exc}", code="invalid_image") from None
 
 
+def blank(config: dict) -> bytes:
+    """A white PNG of the model's size and mode: what an image model's warm-up scores."""
+    out = io.BytesIO()
+    Image.new(config["mode"], tuple(config["size"]), "white").save(out, "PNG")
+    return out.getvalue()
+
+
 def _upright(image: Image.Image) -> Image.Image:
     """A photo as it is meant to be seen: a JPEG's EXIF orientation applied."""
     if image.format == "JPEG":

@@ -1,4 +1,4 @@
-# R Bridge: serve R models (.rds) over REST.
+# R Bridge: serve R models (.rds), and scikit-learn / ONNX models beside them, over REST.
 #
 #   docker build -t rbridge .
 #   docker run -p 8000:8000 -v "$PWD/models:/models:ro" rbridge
@@ -31,12 +31,13 @@ ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
 RUN python3 -m venv /opt/venv
 
 WORKDIR /src
-# Dependencies first (read from pyproject.toml, with the [r] extra: rpy2), so a code
-# change does not rebuild rpy2.
+# Dependencies first (read from pyproject.toml, with the [r] extra: rpy2, and [python-models]:
+# scikit-learn, onnxruntime, ... for .joblib/.pkl/.onnx models), so a code change does not
+# rebuild rpy2.
 COPY pyproject.toml /src/
-RUN python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["r"]))' > /tmp/requirements.txt \
+RUN python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; x = p["optional-dependencies"]; print("\n".join(p["dependencies"] + x["r"] + x["python-models"]))' > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt \
- && python3 -c 'import rpy2.rinterface'
+ && python3 -c 'import rpy2.rinterface, sklearn, onnxruntime, joblib, PIL'
 
 # The bridge as a wheel (its R code and pages are package data), installed into the venv;
 # the check fails the build if the wheel lost its R code.

@@ -11,7 +11,8 @@ a datetime as seconds since 1970-01-01 UTC (a string without an offset is read i
 null becomes NA, as R's predict() takes it, unless the column says "na": false (the user's
 <name>.json, or the worker for a class whose predict() fails on NA: then "na_reason" says why).
 Every problem is a 422 naming the column, the row, the value and what is allowed. Columns the
-model does not use are ignored. A string or (without a schema) a column name holding NUL is
+model does not use are ignored, except for Python models (`extra_ok=False`): scikit-learn and
+ONNX take exactly their columns, and a misspelt name is better told than dropped. A string or (without a schema) a column name holding NUL is
 refused: R would silently cut it short.
 
 Models without a schema (R keeps none and there is no <name>.json) get their types from the
@@ -35,8 +36,8 @@ _MISSING = object()
 class Schema:
     """A model's columns compiled once for fast checking (levels -> code lookups)."""
 
-    def __init__(self, columns: list | None):
-        self.columns = columns
+    def __init__(self, columns: list | None, extra_ok: bool = True):
+        self.columns, self.extra_ok = columns, extra_ok
         self.codes = {c["name"]: {lv: i + 1 for i, lv in enumerate(c["levels"])}
                       for c in columns or [] if c.get("levels")}
 
@@ -60,6 +61,11 @@ class Schema:
                 raise InvalidInput(f"missing column '{name}' (the model needs: {need})",
                                    code="missing_column", details={"column": name})
             out[name] = (col["type"], self._encode(col, data))
+        if not self.extra_ok and len(out) < values.width():
+            extra = next(n for n in values.names() if n not in out)
+            need = ", ".join(c["name"] for c in self.columns)
+            raise InvalidInput(f"unknown column '{extra}': the model takes exactly {need}",
+                               code="unknown_column", details={"column": extra})
         return out, nrows
 
     def _encode(self, col: dict, data: list):

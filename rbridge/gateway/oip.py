@@ -35,6 +35,7 @@ from rbridge.schema import INT_NA
 HEADER = "Inference-Header-Content-Length"
 VECTOR_OUTPUT = "predictions"
 PLATFORM = "r-rds"                        # the ServingRuntime's model format (deploy/components/kserve)
+PLATFORMS = {"sklearn": "sklearn", "onnx": "onnxruntime_onnx"}   # Python models' (Triton's names)
 _BINARY = {"FP64": "<f8", "FP32": "<f4", "INT32": "<i4", "INT64": "<i8", "BOOL": "u1"}
 DATATYPES = (*_BINARY, "BYTES")
 ACCEPTS = {"numeric": ("FP64", "FP32", "INT32", "INT64"), "integer": ("INT32", "INT64"),
@@ -305,8 +306,8 @@ def model_metadata(name: str, info: protocol.ModelInfo) -> dict:
     inputs = [_input_metadata(c) for c in info.schema or []]
     outputs = [{"name": n, "datatype": dt, "shape": [-1]}
                for n, (dt, _) in output_tensors(info.sample_output)] if info.sample_output else []
-    doc = {"name": name, "versions": [info.version], "platform": PLATFORM, "inputs": inputs,
-           "outputs": outputs, "parameters": {"r_class": info.r_class}}
+    doc = {"name": name, "versions": [info.version], "platform": PLATFORMS.get(info.kind, PLATFORM),
+           "inputs": inputs, "outputs": outputs, "parameters": {"r_class": info.r_class}}
     if info.schema is None:
         doc["parameters"]["inputs"] = ("this model has no schema: send one tensor per column, "
                                        "each column's type taken from its datatype")

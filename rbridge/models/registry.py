@@ -72,7 +72,7 @@ class Registry:
         key = (info.name, info.version)
         schema = self._schemas.get(key)
         if schema is None:
-            schema = self._schemas[key] = Schema(info.schema)
+            schema = self._schemas[key] = Schema(info.schema, extra_ok=info.kind == "r")
         return schema
 
     def timeout_for(self, name: str) -> float:

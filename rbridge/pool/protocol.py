@@ -70,6 +70,7 @@ class ModelInfo:
     warmup_timed_out: bool = False   # failed because its warm-up outran --warmup-timeout
     sample_output: "Output | None" = None   # the warm-up's prediction (one row): what answers look like
     output_levels: list | None = None   # levels of a factor answer (seen at the warm-up), else None
+    kind: str = "r"              # ModelSpec.kind; r_class then holds the Python class
 
 
 @dataclasses.dataclass

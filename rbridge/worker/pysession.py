@@ -64,7 +64,7 @@ class PySession:
         self.models[spec.name] = model
         return protocol.ModelInfo(spec.name, spec.version, ok=True, r_class=[model.class_name],
                                   packages=model.packages, schema=model.schema,
-                                  schema_source=model.schema_source,
+                                  schema_source=model.schema_source, kind=spec.kind,
                                   load_seconds=time.perf_counter() - started)
 
     def score(self, name: str, parts: list) -> tuple[list, bool]:

@@ -199,6 +199,9 @@ def ok(v):
         return True
     if isinstance(v, dict):   # a row of a data frame: class probabilities, an interval, ...
         return bool(v) and all(isinstance(x, (numbers.Number, str)) for x in v.values())
+    if isinstance(v, list):   # top_k: the best classes, [{"label": ..., "score": ...}, ...]
+        return bool(v) and all(isinstance(x, dict) and isinstance(x.get("label"), str)
+                               and isinstance(x.get("score"), numbers.Number) for x in v)
     return False
 assert all(ok(p) for p in preds), f"predictions are not numbers/labels: {preds!r}"
 print("    predictions:", json.dumps(preds)[:160])

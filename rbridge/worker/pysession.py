@@ -23,6 +23,7 @@ Threading: single-threaded like the rest of the worker; onnxruntime gets one thr
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import sys
 import time
@@ -32,6 +33,8 @@ import numpy as np
 from rbridge.errors import BridgeError, InvalidInput, ModelError, Unavailable
 from rbridge.pool import protocol
 from rbridge.worker import batching
+
+log = logging.getLogger("bridge.worker")
 
 METHODS = ("predict", "predict_proba", "decision_function")
 TYPES = ("numeric", "integer", "logical", "character", "factor")   # the schema types a Python model takes
@@ -371,6 +374,12 @@ def _providers(ort, wanted: list | None) -> list:
         raise LoadProblem(f"providers {', '.join(missing)} are not in this onnxruntime ({ort.__version__}, "
                           f"which has {', '.join(available)}); CUDAExecutionProvider comes with the "
                           "onnxruntime-gpu package, installed instead of onnxruntime")
+    if "CUDAExecutionProvider" in wanted and hasattr(ort, "preload_dlls"):
+        # CUDA and cuDNN from PyPI (onnxruntime-gpu[cuda,cudnn]) are not on the loader's path
+        try:
+            ort.preload_dlls()
+        except Exception as exc:       # onnxruntime then falls back to the CPU, and says so
+            log.warning("onnxruntime could not preload CUDA's libraries: %s", exc)
     return wanted
 
 

@@ -192,6 +192,17 @@ def test_python_only_folder_starts_no_r(py_server):
         assert w["memory"]["rss"] > 0                   # measured like an R worker
 
 
+def test_python_models_are_served_where_r_cannot_start(py_models, tmp_path):
+    d = tmp_path / "models"
+    d.mkdir()
+    for f in ("faq.joblib", "faq.json"):
+        shutil.copy(py_models["dir"] / f, d / f)
+    with Server(d, tmp_path / "run", "--workers", "1", env={"R_HOME": str(tmp_path / "no-R-here")}) as s:
+        r = s.predict("faq", [{"question": "https"}])
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"][0][0]["label"] == "How do I enable TLS?"
+
+
 # -- R and Python side by side -----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mixed_server(py_models, tmp_path_factory):

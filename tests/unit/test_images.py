@@ -204,3 +204,52 @@ def test_bad_blocks_name_the_key(block, message):
     with pytest.raises(ValueError) as info:
         image_config(block, "d.json: image")
     assert str(info.value) == message
+
+
+# ------------------------------------------------------------------ the catalogue reads them
+def test_catalog_fills_the_image_block_in_and_refuses_keys_of_another_kind(tmp_path):
+    import json
+    from rbridge.models.catalog import read_entry
+    (tmp_path / "d.onnx").write_bytes(b"onnx")
+    (tmp_path / "d.json").write_text(json.dumps({"image": {"size": [8, 8], "mode": "L"},
+                                                  "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}))
+    entry = read_entry(tmp_path, "d")
+    assert entry.error is None
+    assert entry.spec.image == {**image_config({"size": [8, 8], "mode": "L"}, "x")}
+    assert entry.spec.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    (tmp_path / "d.json").write_text(json.dumps({"image": {"size": [8, 8], "layout": "CHW"}}))
+    assert read_entry(tmp_path, "d").error == "d.json: image.layout must be one of NCHW, NHWC, flat"
+    (tmp_path / "d.json").write_text(json.dumps({"providers": "CUDAExecutionProvider"}))
+    assert read_entry(tmp_path, "d").error.startswith("d.json: providers must be a list of onnxruntime "
+                                                      "execution providers")
+    (tmp_path / "s.joblib").write_bytes(b"joblib")
+    (tmp_path / "s.json").write_text(json.dumps({"providers": ["CPUExecutionProvider"]}))
+    assert read_entry(tmp_path, "s").error == "s.json: providers are onnxruntime's and apply to .onnx models only"
+    (tmp_path / "r.rds").write_bytes(b"rds")
+    (tmp_path / "r.json").write_text(json.dumps({"image": {"size": [8, 8]}}))
+    assert read_entry(tmp_path, "r").error == ("r.json: image applies to Python models (.joblib, .pkl, .onnx); "
+                                               "an R model takes rows")
+
+
+def test_onnx_providers_this_onnxruntime_lacks_fail_the_model_naming_those_it_has():
+    ort = pytest.importorskip("onnxruntime")
+    from pathlib import Path
+    from rbridge.pool import protocol
+    from rbridge.worker.pysession import PySession
+    onnx = str(Path(__file__).resolve().parents[2] / "models" / "digits.onnx")
+    cfg = image_config({"size": [8, 8], "mode": "L", "layout": "flat", "dtype": "float64"}, "x")
+
+    def spec(providers):
+        return protocol.ModelSpec("digits", onnx, None, "1", "0" * 64, {}, None, kind="onnx", top_k=3,
+                                  image=cfg, providers=providers)
+    missing = "NoSuchExecutionProvider"
+    info = PySession().load(spec([missing, "CPUExecutionProvider"]))
+    assert not info.ok
+    assert info.error == (f"providers {missing} are not in this onnxruntime ({ort.__version__}, which has "
+                          f"{', '.join(ort.get_available_providers())}); CUDAExecutionProvider comes with the "
+                          "onnxruntime-gpu package, installed instead of onnxruntime")
+    session = PySession()
+    info = session.load(spec(["CPUExecutionProvider"]))
+    assert info.ok and info.packages == [f"onnxruntime {ort.__version__} (CPUExecutionProvider)"]
+    (out,), _ = session.score("digits", [protocol.Part("r", 1, {"image": ("image", [images.blank(cfg)])})])
+    assert out.kind == "table" and len(out.names) == 10

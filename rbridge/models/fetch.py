@@ -11,7 +11,8 @@ from a Kubernetes Secret because SAS URLs are credentials:
 Rules, all checked before anything is downloaded:
 - `url` is https:// (http:// only with `allow_http=True`, `--allow-http-fetch`);
   a redirect to plain HTTP is refused the same way;
-- `name` matches `[A-Za-z0-9_.-]+\\.(rds|R|json)`: no paths, no hidden files;
+- `name` matches `[A-Za-z0-9_.-]+\\.(rds|joblib|pkl|onnx|R|json)` (catalog.EXTS): no paths, no
+  hidden files;
 - `sha256` is 64 hex digits; every name appears once.
 
 Each file is streamed to a temporary file in the destination folder, hashed on the way, and
@@ -40,7 +41,7 @@ import requests
 
 log = logging.getLogger("bridge.fetch")
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+\.(rds|R|json)$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+\.(rds|joblib|pkl|onnx|R|json)$")   # a model's files: catalog.EXTS
 SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 CHUNK = 1 << 20
 

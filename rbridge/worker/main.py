@@ -48,8 +48,8 @@ def main(argv=None) -> int:
     if args.memory_limit:
         resource.setrlimit(resource.RLIMIT_AS, (args.memory_limit, args.memory_limit))
 
-    from rbridge.worker.rsession import StartError, set_thread_env
-    set_thread_env()
+    _one_thread()
+    from rbridge.worker.rsession import StartError
     try:
         load = protocol.recv(sock)
     except EOFError:
@@ -69,6 +69,14 @@ def main(argv=None) -> int:
                                                  "see the worker's traceback in the log"))
         return protocol.EXIT_R_FAILED
     return serve(sock, session, load)
+
+
+def _one_thread() -> None:
+    """One thread per worker (the pool is the parallelism), set before numpy's BLAS, R or
+    onnxruntime load: they read it once, when they start (rsession.set_thread_env does the same
+    for an R embedded in a test process)."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
 
 
 def _send_quietly(sock: socket.socket, message) -> None:

@@ -276,3 +276,5 @@ def test_python_model_workers_recycle_and_reload(mixed_server):
     assert r.status_code == 200 and [len(p) for p in r.json()["predictions"]] == [2]
     assert r.json()["predictions"][0][0]["label"] == "How do I enable TLS?"
     assert s.predict("iris_rf", [IRIS_ROW]).json()["predictions"] == ["virginica"]
+    metrics = s.get("/metrics").text
+    assert 'model="faq"' in metrics and 'model="iris_rf"' in metrics

@@ -109,3 +109,30 @@ def test_pysession_refuses_what_a_python_model_cannot_use(tmp_path):
     assert 'takes only "method"' in load({"type": "prob"}, named).error
     assert "packages lists R packages" in load(schema=named, packages=["splines"]).error
     assert "is date" in load(schema=[{"name": "a", "type": "date"}]).error
+
+
+def test_a_models_manifest_may_fetch_every_kind_of_model_file():
+    from rbridge.models import fetch
+    assert all(fetch.NAME_RE.match(f"credit{ext}") for ext in catalog.EXTS)
+    assert not fetch.NAME_RE.match("credit.py") and not fetch.NAME_RE.match(".credit.joblib/../x")
+
+
+def test_pysession_merges_parts_of_one_shape_and_answers_each_as_alone(tmp_path):
+    pytest.importorskip("sklearn")
+    import joblib
+    from sklearn.linear_model import LinearRegression
+    from rbridge.worker.pysession import PySession
+    model = LinearRegression().fit([[0.0], [1.0], [2.0]], [1.0, 3.0, 5.0])
+    joblib.dump(model, tmp_path / "m.joblib")
+    spec = protocol.ModelSpec("m", str(tmp_path / "m.joblib"), None, "1", "0" * 64, {},
+                              [{"name": "x", "type": "numeric"}], kind="sklearn")
+    session = PySession()
+    assert session.load(spec).ok
+    parts = [_part({"x": ("numeric", np.array([float(i), 10.0]))}, 2) for i in range(3)]
+    outs, merged = session.score("m", parts)
+    alone = [model.predict([[float(i)], [10.0]]).tolist() for i in range(3)]
+    assert merged and [o.values[0].tolist() for o in outs] == alone
+    odd = _part({"x": ("character", ["a"])}, 1)        # another shape: scored alone, its own error
+    outs, merged = session.score("m", [parts[0], odd])
+    assert not merged and outs[0].values[0].tolist() == alone[0]
+    assert outs[1]["status"] == 422 and outs[1]["error"]["code"] == "model_error"

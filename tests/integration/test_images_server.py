@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -174,5 +175,10 @@ def test_auth_metrics_and_the_model_description(server):
     detail = server.get("/models/digits").json()
     assert detail["state"] == "loaded" and detail["image"]["size"] == [8, 8] and detail["top_k"] == 3
     assert "CPUExecutionProvider" in detail["packages"][0]
-    metrics = server.get("/metrics").text
-    assert 'model="digits"' in metrics
+    r = post_files(server, "digits", [("a.png", png, "image/png"), ("b.png", png, "image/png")])
+    assert r.status_code == 200
+    rid = r.headers["X-Request-ID"]
+    assert 'rbridge_requests_total{model="digits",status="200"}' in server.get("/metrics").text
+    time.sleep(0.2)
+    (line,) = [json.loads(ln) for ln in server.log_text().splitlines() if rid in ln and '"rows"' in ln]
+    assert line["message"] == "POST /models/digits/predict 200" and line["rows"] == 2 and line["user"] == "scorer"

@@ -2,8 +2,9 @@
 
 The way of one request: authenticate -> the model must be loaded -> body (JSON or CSV) ->
 Schema.encode (rbridge/schema.py: rows to typed columns, 422s), or for a model with an "image"
-block in its <name>.json, the uploaded files (imagebody.py; the worker decodes them) -> pool.predict (queue, worker,
-R; rbridge/pool/) -> render the worker's output -> JSON with the version in X-Model-Version.
+block in its <name>.json the uploaded files (imagebody.py; the worker decodes them) ->
+pool.predict (queue, worker, R; rbridge/pool/) -> render the worker's output -> JSON with the
+version in X-Model-Version.
 `score` is that way for either path: the Flask views below, and fastpath.py in front of Flask;
 its core, `run`, is shared with the Open Inference Protocol's route (views_v2.py).
 """
@@ -69,8 +70,9 @@ def read_images(name: str, image: dict | None, data: bytes, mimetype: str, optio
         raise UnsupportedMediaType(f"model '{name}' does not take images; send rows as JSON "
                                    "(application/json) or CSV (text/csv)")
     if not imagebody.is_image_request(mimetype):
+        sent = mimetype or "without a Content-Type"
         raise UnsupportedMediaType(f"model '{name}' takes images: send one as image/png or image/jpeg, "
-                                   f"or several as multipart/form-data (this request is {mimetype or 'without a Content-Type'})")
+                                   f"or several as multipart/form-data (this request is {sent})")
     files = imagebody.parse(data, mimetype, options, image)
     return {"image": ("image", files)}, len(files)
 

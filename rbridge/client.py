@@ -77,12 +77,14 @@ class Client:
 
     # -- managing models (a publisher or an admin) ---------------------------------------------
     def publish(self, name: str, model, script=None, config=None) -> dict:
-        """Upload `model` (.rds path), optional `script` (.R) and `config` (.json path or a dict).
+        """Upload `model` (an .rds path, or a Python model's .joblib, .pkl or .onnx), optional
+        `script` (.R, R models only) and `config` (.json path or a dict).
 
         The server loads and warms it up first; the answer has the new version's number, sha256
         and input schema. A model that fails gives 422 with R's message; the old one keeps serving.
         """
-        files = {"model": (f"{name}.rds", Path(model))}
+        suffix = Path(model).suffix if Path(model).suffix in (".joblib", ".pkl", ".onnx") else ".rds"
+        files = {"model": (f"{name}{suffix}", Path(model))}
         if script is not None:
             files["script"] = (f"{name}.R", Path(script))
         if config is not None:

@@ -1,6 +1,7 @@
 """Model management (publisher or admin): publish, list versions, activate, delete.
 
-    PUT    /models/<name>                          multipart: model (.rds), script (.R), config (.json)
+    PUT    /models/<name>                          multipart: model (.rds; or a Python model's .joblib,
+                                                   .pkl, .onnx, by its file name), script (.R), config (.json)
     GET    /models/<name>/versions
     POST   /models/<name>/versions/<v>/activate    rollback or roll forward
     DELETE /models/<name>
@@ -25,6 +26,7 @@ from werkzeug.formparser import parse_form_data
 
 from rbridge.errors import BadRequest, Conflict, InvalidInput, NotFound, TooLarge, Unavailable
 from rbridge.gateway.context import caller, json_response, parts
+from rbridge.models.catalog import MODEL_FILES
 from rbridge.models.reload import Rejected
 from rbridge.models.versions import label_of
 from rbridge.settings import NAME_RE
@@ -123,7 +125,8 @@ def _writable():
 
 
 def _receive(folder, name: str) -> None:
-    """Stream the multipart body's files into `folder` as <name>.rds, <name>.R, <name>.json."""
+    """Stream the multipart body's files into `folder` as <name>.rds, <name>.R, <name>.json; a
+    model file named *.joblib, *.pkl or *.onnx is a Python model, kept with that extension."""
     if request.mimetype != "multipart/form-data":
         raise BadRequest("send the model as multipart/form-data: a file field 'model' (the .rds), "
                          "optional 'script' (.R) and 'config' (.json)", code="not_multipart")
@@ -145,10 +148,18 @@ def _receive(folder, name: str) -> None:
     if "model" not in files:
         raise BadRequest("the form has no file field 'model' (the .rds)", code="no_model")
     for field, ext in UPLOAD_FIELDS.items():
+        if field == "model":
+            ext = model_ext(files[field].filename)
         if field in files:
             stream = files[field].stream
             stream.close()
             os.replace(stream.name, folder / f"{name}{ext}")
+
+
+def model_ext(filename: str | None) -> str:
+    """The kind of an uploaded model file, by its name: .joblib, .pkl or .onnx, else an .rds."""
+    suffix = os.path.splitext(filename or "")[1]
+    return suffix if suffix in MODEL_FILES else ".rds"
 
 
 def _load(reloader, name: str, folder, commit, action: str):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import requests
 
-from serverproc import ROOT, SCORER, Server
+from serverproc import PUBLISHER, ROOT, SCORER, Server
 
 pytest.importorskip("sklearn")
 pytest.importorskip("onnxruntime")
@@ -278,3 +278,22 @@ def test_python_model_workers_recycle_and_reload(mixed_server):
     assert s.predict("iris_rf", [IRIS_ROW]).json()["predictions"] == ["virginica"]
     metrics = s.get("/metrics").text
     assert 'model="faq"' in metrics and 'model="iris_rf"' in metrics
+
+
+def test_a_publisher_publishes_a_python_model_and_a_broken_one_changes_nothing(mixed_server, py_models):
+    s, d = mixed_server
+    onnx = (py_models["dir"] / "iris_onnx.onnx").read_bytes()
+    r = requests.put(f"{s.url}/models/iris_py", files={"model": ("iris.onnx", onnx)}, auth=PUBLISHER, timeout=120)
+    assert r.status_code == 201, r.text
+    assert [c["name"] for c in r.json()["schema"]["columns"]] == IRIS_COLUMNS
+    assert (d / "iris_py.onnx").read_bytes() == onnx and not (d / "iris_py.rds").exists()
+    model, x = py_models["iris"], py_models["iris_x"][:5]
+    rows = [dict(zip(IRIS_COLUMNS, map(float, row))) for row in x]
+    assert s.predict("iris_py", rows).json()["predictions"] == model.predict(x).tolist()
+    broken = requests.put(f"{s.url}/models/iris_py", files={"model": ("iris.pkl", b"not a pickle")},
+                          auth=PUBLISHER, timeout=120)
+    assert broken.status_code == 422 and "joblib could not load it" in broken.text, broken.text
+    assert s.predict("iris_py", rows).json()["predictions"] == model.predict(x).tolist()
+    assert not (d / "iris_py.pkl").exists()
+    versions = s.get("/models/iris_py/versions").json()["versions"]
+    assert [v["version"] for v in versions] == [1] and versions[0]["files"].keys() == {".onnx"}

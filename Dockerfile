@@ -39,6 +39,15 @@ RUN python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["
  && pip install -r /tmp/requirements.txt \
  && python3 -c 'import rpy2.rinterface, sklearn, onnxruntime, joblib, PIL'
 
+# GPU (deploy/overlays/aks-gpu): onnxruntime-gpu replaces onnxruntime (both provide the one
+# module), with CUDA 12 and cuDNN 9 from PyPI through its [cuda,cudnn] extras:
+#   docker build --build-arg ONNXRUNTIME="onnxruntime-gpu[cuda,cudnn]" -t rbridge:gpu .
+# An ONNX model then runs on the GPU when its <name>.json lists "CUDAExecutionProvider" first.
+ARG ONNXRUNTIME=""
+# hadolint ignore=DL3013
+RUN if [ -n "$ONNXRUNTIME" ]; then pip uninstall -y onnxruntime && pip install "$ONNXRUNTIME"; fi \
+ && python3 -c 'import onnxruntime; print("onnxruntime providers:", onnxruntime.get_available_providers())'
+
 # The bridge as a wheel (its R code and pages are package data), installed into the venv;
 # the check fails the build if the wheel lost its R code.
 COPY . /src

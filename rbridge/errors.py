@@ -67,6 +67,11 @@ class TooLarge(BridgeError):
     status, code = 413, "too_large"
 
 
+class UnsupportedMediaType(BridgeError):
+    """The body's Content-Type is not one this model reads (an image for a model of rows, say)."""
+    status, code = 415, "unsupported_media_type"
+
+
 class InvalidInput(BridgeError):
     """The rows do not fit the model's input schema (422), naming column, row and value."""
     status, code = 422, "invalid_input"

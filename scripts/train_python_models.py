@@ -5,16 +5,32 @@
 faq: matches a question about R Bridge to the closest of its FAQs (TF-IDF + logistic regression
 in one scikit-learn Pipeline), answering the top 3 with scores: models/faq.joblib + faq.json.
 Each FAQ is its canonical question (the class label) and paraphrases of it, written here.
+
+digits: an image classifier on scikit-learn's bundled 8x8 digits (StandardScaler + logistic
+regression), exported to ONNX with skl2onnx in double precision, so that onnxruntime answers
+within 1e-6 of scikit-learn's predict_proba (checked here: the script fails otherwise); scores
+PNG/JPEG uploads: models/digits.onnx + digits.json (its "image" block, top_k 3), and a few PNGs
+of held-out digits in tests/fixtures/digits (written when MODELS_DIR is ./models).
+The convention of the images: the dataset's digits are 0 (background) to 16 (ink), bright ink
+on black. People draw and scan dark ink on white, so the PNGs are dark on white and the "image"
+block says "invert": true (255 - v) and "range": [0, 16] (0..255 -> 0..16): an upload of a digit
+drawn dark on white, of any size (resized to 8x8 with a box filter), reads as the training data did.
+
 One function per model, so that other examples can sit beside `train_faq`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
+os.environ.setdefault("OMP_NUM_THREADS", "1")       # 0.1 s on one thread; minutes on a busy machine otherwise
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
+DIGIT_FIXTURES = ROOT / "tests" / "fixtures" / "digits"
 
 # canonical question (the label the model answers) -> paraphrases a user might type
 FAQS = {
@@ -137,10 +153,75 @@ def train_faq(models_dir: Path) -> Path:
     return path
 
 
+SEED = 16
+FIXTURE_DIGITS = (0, 3, 7, 8)       # one held-out image of each becomes tests/fixtures/digits/digit-<d>.png
+DIGITS_JSON = {
+    "version": "1",
+    "description": "Handwritten digit (0-9) from a PNG or JPEG, drawn dark on white: scikit-learn's 8x8 "
+                   "digits, StandardScaler + LogisticRegression, run by onnxruntime",
+    "top_k": 3,
+    "image": {"size": [8, 8], "mode": "L", "invert": True, "range": [0, 16], "layout": "flat",
+              "dtype": "float64", "resample": "box", "max_images": 16},
+}
+
+
+def train_digits(models_dir: Path, fixtures: Path | None = None) -> Path:
+    """The digit classifier: models_dir/digits.onnx and digits.json (and PNGs in `fixtures`)."""
+    import numpy as np
+    from PIL import Image
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import DoubleTensorType
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    import onnxruntime as ort
+
+    digits = load_digits()
+    x_train, x_test, y_train, y_test, _, i_test = train_test_split(
+        digits.data, digits.target, np.arange(len(digits.target)), test_size=0.25, random_state=SEED,
+        stratify=digits.target)
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=1000))
+    pipeline.fit(x_train, y_train)
+    onx = to_onnx(pipeline, initial_types=[("pixels", DoubleTensorType([None, 64]))],
+                  options={id(pipeline.steps[-1][1]): {"zipmap": False}}, target_opset=17)
+    blob = onx.SerializeToString()
+    session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+    labels, proba = session.run(None, {"pixels": x_test.astype(np.float64)})
+    gap = float(np.abs(proba - pipeline.predict_proba(x_test)).max())
+    if gap > 1e-6 or not (labels == pipeline.predict(x_test)).all():
+        raise SystemExit(f"the ONNX export differs from scikit-learn by {gap:g} (more than 1e-6)")
+
+    (models_dir / "digits.onnx").write_bytes(blob)
+    (models_dir / "digits.json").write_text(json.dumps(DIGITS_JSON, indent=2) + "\n")
+    if fixtures is not None:
+        fixtures.mkdir(parents=True, exist_ok=True)
+        for d in FIXTURE_DIGITS:
+            i = next(int(i) for i, x, y in zip(i_test, x_test, y_test)
+                     if y == d and pipeline.predict(x[None])[0] == d)
+            path = fixtures / f"digit-{d}.png"
+            drawn(digits.images[i]).save(path, optimize=True)
+        big = fixtures / "digit-7-large.png"         # the same 7 at 32 x 32: the server resizes it
+        drawn(digits.images[next(int(i) for i, y in zip(i_test, y_test) if y == 7)]).resize(
+            (32, 32), Image.Resampling.NEAREST).save(big, optimize=True)
+    print(f"digits: accuracy {pipeline.score(x_test, y_test):.3f} on held-out images, ONNX within "
+          f"{gap:.1e} of scikit-learn")
+    return models_dir / "digits.onnx"
+
+
+def drawn(image: np.ndarray):
+    """A dataset image (8x8, 0..16, bright ink) as a person draws it: dark ink on white, 8 bits."""
+    import numpy as np
+    from PIL import Image
+    return Image.fromarray(np.rint(255 - image * (255 / 16)).astype(np.uint8), "L")
+
+
 def main(argv: list[str]) -> int:
     models_dir = Path(argv[0]) if argv else ROOT / "models"
     models_dir.mkdir(parents=True, exist_ok=True)
-    for train in (train_faq,):
+    fixtures = DIGIT_FIXTURES if models_dir.resolve() == (ROOT / "models").resolve() else None
+    for train in (train_faq, lambda d: train_digits(d, fixtures)):
         path = train(models_dir)
         print(f"wrote {path} ({path.stat().st_size} bytes)")
     return 0

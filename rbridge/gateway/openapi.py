@@ -25,7 +25,9 @@ ERRORS = {
     403: ("Forbidden", "the user's role does not allow this (a publisher or an admin needed)"),
     404: ("NotFound", "no such model, or no default model"),
     409: ("Conflict", "the models folder is mounted read-only: models cannot be managed through the API"),
-    413: ("TooLarge", "the body is larger than --max-body, or has more rows than --max-rows"),
+    413: ("TooLarge", "the body is larger than --max-body, or has more rows than --max-rows (an image model: "
+                      "more images, bytes or pixels than its <name>.json allows)"),
+    415: ("UnsupportedMediaType", "an image for a model of rows, or rows for an image model"),
     422: ("InvalidInput", "the rows do not fit the model's schema (the message names column, row and value), "
                           "or R raised an error while scoring"),
     429: ("Overloaded", "too many requests are waiting, or too many failed sign-ins: retry later"),
@@ -102,6 +104,9 @@ def model_spec(model: dict, *, max_rows: int = 100_000, title: str | None = None
 # -- per model -----------------------------------------------------------------------------
 def _add_model(paths: dict, schemas: dict, model: dict, max_rows: int) -> None:
     name = model["name"]
+    if model.get("image"):
+        _add_image_model(paths, schemas, model)
+        return
     columns = (model.get("schema") or {}).get("columns")
     row, values, required = _row_schema(columns)
     schemas[f"{name}.Row"] = row
@@ -135,7 +140,36 @@ def _add_model(paths: dict, schemas: dict, model: dict, max_rows: int) -> None:
     if state and state != "loaded":
         describe += f" (state now: {state})"
     paths[f"/models/{name}/predict"] = {"post": _op(
-        f"Score rows with {name}", "predict", _ref(f"{name}.Response"), PREDICT_ERRORS,
+        f"Score rows with {name}", "predict", _ref(f"{name}.Response"), PREDICT_ERRORS + (415,),
+        operation_id=f"predict_{_ident(name)}", description=describe.strip() or None,
+        body={"required": True, "content": content},
+        headers={"X-Model-Version": {"description": "the version that scored the request",
+                                     "schema": {"type": "string"}}})}
+
+
+def _add_image_model(paths: dict, schemas: dict, model: dict) -> None:
+    """A model with an "image" block: PNG/JPEG files in, per image the best classes out."""
+    name, image = model["name"], model["image"]
+    file = {"type": "string", "format": "binary"}
+    limits = (f"at most {image['max_bytes']} bytes and {image['max_pixels']} pixels each; the server makes "
+              f"it {image['size'][0]} x {image['size'][1]} {'grayscale' if image['mode'] == 'L' else 'RGB'}")
+    content = {
+        "image/png": {"schema": {**file, "description": f"one PNG image, {limits}"}},
+        "image/jpeg": {"schema": {**file, "description": f"one JPEG image, {limits}"}},
+        "multipart/form-data": {"schema": {
+            "type": "object", "description": f"up to {image['max_images']} images, one file part each "
+                                             "(Content-Type image/png or image/jpeg, any field names); "
+                                             "answers come in the order of the parts",
+            "additionalProperties": file},
+            "encoding": {"*": {"contentType": "image/png, image/jpeg"}}}}
+    schemas[f"{name}.Response"] = {
+        "type": "object", "required": ["model", "version", "predictions"],
+        "properties": {"model": {"const": name}, "version": {"type": ["string", "null"]},
+                       "predictions": {"type": "array", "description": "one per image: its best classes, "
+                                       "best first", "items": {"type": "array", "items": _ref("Ranked")}}}}
+    describe = model.get("description") or ""
+    paths[f"/models/{name}/predict"] = {"post": _op(
+        f"Classify images with {name}", "predict", _ref(f"{name}.Response"), PREDICT_ERRORS + (415,),
         operation_id=f"predict_{_ident(name)}", description=describe.strip() or None,
         body={"required": True, "content": content},
         headers={"X-Model-Version": {"description": "the version that scored the request",
@@ -402,6 +436,8 @@ def _common_schemas() -> dict:
         "Predictions": {"type": "array", "description": "one per input row: a number or label, or an "
                         "object (class probabilities, several outputs); R's NA is null",
                         "items": {"type": ["number", "string", "boolean", "object", "null"]}},
+        "Ranked": {"type": "object", "required": ["label", "score"], "description": "a class and its score",
+                   "properties": {"label": {"type": ["string", "integer"]}, "score": {"type": "number"}}},
         "ModelSummary": model_summary,
         "ModelList": {"type": "object", "required": ["models"], "properties": {
             "models": {"type": "array", "items": _ref("ModelSummary")},

@@ -1,10 +1,12 @@
 """Scoring: POST /models/<name>/predict and POST /predict (the default model).
 
 The way of one request: authenticate -> the model must be loaded -> body (JSON or CSV) ->
-Schema.encode (rbridge/schema.py: rows to typed columns, 422s) -> pool.predict (queue, worker,
-R; rbridge/pool/) -> render the worker's output -> JSON with the version in X-Model-Version.
-Which version scores (the active one, a canary's share, one the request pins) is chosen by
-traffic.py before the body is read; after the answer it counts, captures and shadows.
+Schema.encode (rbridge/schema.py: rows to typed columns, 422s), or for a model with an "image"
+block in its <name>.json the uploaded files (imagebody.py; the worker decodes them) ->
+pool.predict (queue, worker, R; rbridge/pool/) -> render the worker's output -> JSON with the
+version in X-Model-Version. Which version scores (the active one, a canary's share, one the
+request pins) is chosen by traffic.py before the body is read; after the answer it counts,
+captures and shadows (rows only: image requests are neither captured nor shadowed).
 `score` is that way for either path: the Flask views below, and fastpath.py in front of Flask;
 its core, `run`, is shared with the Open Inference Protocol's route (views_v2.py).
 """
@@ -14,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 from flask import Blueprint, g, request
 
-from rbridge.errors import NotFound, Unavailable
-from rbridge.gateway import csvbody
+from rbridge.errors import NotFound, Unavailable, UnsupportedMediaType
+from rbridge.gateway import csvbody, imagebody
 from rbridge.gateway.bodies import parse_json
 from rbridge.gateway.context import caller, json_response, parts, unknown_model
 from rbridge.pool import protocol
@@ -31,14 +33,19 @@ def default_model(p) -> str:
     return p.registry.default
 
 
-def score(p, call, name: str, data: bytes, mimetype: str, charset: str | None,
+def score(p, call, name: str, data: bytes, mimetype: str, options: dict,
           pin: str | None = None) -> tuple[dict, dict]:
     """Score an authenticated request's body with model `name` (or its version `pin`):
-    (response body, headers)."""
+    (response body, headers). `options` are the Content-Type's parameters (charset, boundary)."""
     seen = {}
 
     def read(info: protocol.ModelInfo, schema):   # also called by a shadow scoring, later
-        body = csvbody.parse(data, info.schema, charset) if mimetype == "text/csv" else parse_json(data)
+        image = p.registry.image_config(name)
+        if image is not None or imagebody.is_image_request(mimetype):
+            seen.setdefault("body", None)
+            return read_images(name, image, data, mimetype, options)
+        body = (csvbody.parse(data, info.schema, options.get("charset")) if mimetype == "text/csv"
+                else parse_json(data))
         seen.setdefault("body", body)
         return schema.encode(body, p.settings.max_rows, p.settings.max_columns)
 
@@ -83,6 +90,20 @@ def run(p, call, name: str, read, pin: str | None = None, after=None):
     return job
 
 
+def read_images(name: str, image: dict | None, data: bytes, mimetype: str, options: dict) -> tuple[dict, int]:
+    """An image model's body as one column of files (the worker decodes them), or a 415 when
+    the model and the Content-Type do not go together."""
+    if image is None:
+        raise UnsupportedMediaType(f"model '{name}' does not take images; send rows as JSON "
+                                   "(application/json) or CSV (text/csv)")
+    if not imagebody.is_image_request(mimetype):
+        sent = mimetype or "without a Content-Type"
+        raise UnsupportedMediaType(f"model '{name}' takes images: send one as image/png or image/jpeg, "
+                                   f"or several as multipart/form-data (this request is {sent})")
+    files = imagebody.parse(data, mimetype, options, image)
+    return {"image": ("image", files)}, len(files)
+
+
 def loaded(p, name: str) -> protocol.ModelInfo:
     """What the model's workers reported, when it is loaded (404 unknown, 503 not loaded)."""
     registry = p.registry
@@ -108,7 +129,7 @@ def predict(name: str):
 
 def _scored(name: str, pin: str | None = None):
     body, headers = score(parts(), g.call, name, request.get_data(cache=False), request.mimetype,
-                          request.mimetype_params.get("charset"), pin or request.headers.get("X-Model-Version"))
+                          request.mimetype_params, pin or request.headers.get("X-Model-Version"))
     return json_response(body, headers=headers)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, request
 
 from rbridge import __version__
-from rbridge.errors import NotFound
+from rbridge.errors import BadRequest, NotFound
 from rbridge.gateway import oip, views_ops
 from rbridge.gateway.context import caller, json_response, parts
 from rbridge.gateway.views_predict import loaded, run
@@ -73,6 +73,10 @@ def scored(p, call, name: str, version: str | None, data: bytes, header_length: 
     def read(info, schema):
         nonlocal req
         _check_version(name, info, version)
+        if p.registry.image_config(name) is not None:
+            raise BadRequest(f"model '{name}' takes images: POST them to /models/{name}/predict (image/png, "
+                             "image/jpeg or multipart/form-data); the /v2 routes take tensors of rows",
+                             code="image_model")
         req = oip.read_infer(data, header_length)
         return schema.encode(oip.columns_body(req, info.schema), p.settings.max_rows, p.settings.max_columns)
     if version is not None and name in p.registry.entries and not p.traffic.serves(name, version):

@@ -26,11 +26,20 @@ from rbridge.settings import NAME_RE
 
 TYPES = ("numeric", "integer", "factor", "character", "logical", "date", "datetime", "difftime")
 JSON_KEYS = {"version", "description", "schema", "predict_args", "timeout", "batch", "packages",
-             "max_concurrency", "top_k", "canary", "shadow", "capture"}   # the last three: rbridge/models/rollout.py
+             "max_concurrency", "top_k", "image", "providers", "canary", "shadow", "capture"}   # the last three: rbridge/models/rollout.py
 COLUMN_KEYS = {"name", "type", "levels", "na", "ordered", "description", "tz", "units"}
 DIFFTIME_UNITS = ("secs", "mins", "hours", "days", "weeks")   # R's difftime units
 PACKAGE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9.]*[A-Za-z0-9]$")  # R's rule for package names
 BATCH_KEYS = {"max_rows", "max_wait_ms"}
+# The "image" block: how uploaded images become the model's input (rbridge/worker/images.py), and
+# the defaults of the keys it may leave out. max_pixels bounds what one image decodes to (4096 x 4096).
+IMAGE_DEFAULTS = {"mode": "RGB", "scale": 1.0, "range": None, "mean": None, "std": None, "invert": False,
+                  "layout": "NCHW", "dtype": "float32", "resample": "bilinear",
+                  "max_bytes": 4 << 20, "max_pixels": 4096 * 4096, "max_images": 32}
+IMAGE_KEYS = {"size", *IMAGE_DEFAULTS}
+IMAGE_CHOICES = {"mode": ("L", "RGB"), "layout": ("NCHW", "NHWC", "flat"),
+                 "dtype": ("float32", "float64", "uint8"),
+                 "resample": ("nearest", "bilinear", "bicubic", "lanczos", "box")}
 MODEL_FILES = {".rds": "r", ".joblib": "sklearn", ".pkl": "sklearn", ".onnx": "onnx"}   # ext -> kind
 EXTS = (*MODEL_FILES, ".R", ".json")   # a model's files: one model file, optional <name>.R and <name>.json
 
@@ -129,6 +138,7 @@ def read_entry(models_dir: Path, name: str, snapshots: Path | None = None) -> En
         stat = rds.stat()
         digest = file_sha256(rds)
         config = _read_config(config_path) if config_path.exists() else {}
+        _check_kind_keys(config, kind, config_path.name)
     except (OSError, ValueError) as exc:
         if folder is not models_dir:
             shutil.rmtree(folder, ignore_errors=True)
@@ -139,7 +149,8 @@ def read_entry(models_dir: Path, name: str, snapshots: Path | None = None) -> En
         script=str(script.resolve()) if script.is_file() else None,
         version=str(config.get("version") or digest[:12]), sha256=digest,
         predict_args=config.get("predict_args", {}), packages=config.get("packages", []),
-        schema=config.get("schema", {}).get("columns"))
+        schema=config.get("schema", {}).get("columns"), image=config.get("image"),
+        providers=config.get("providers"))
     return Entry(name, spec, description=config.get("description", ""),
                  timeout=config.get("timeout"), batch_max_rows=batch.get("max_rows"),
                  batch_max_wait_ms=batch.get("max_wait_ms"), max_concurrency=config.get("max_concurrency"),
@@ -197,6 +208,12 @@ def _read_config(path: Path) -> dict:
                        ("capture", rollout.check_capture)):
         if key in config:
             config[key] = check(config[key], f"{path.name}: {key}")
+    if "image" in config:
+        config["image"] = image_config(config["image"], f"{path.name}: image")
+    providers = config.get("providers", ["CPUExecutionProvider"])
+    if not (isinstance(providers, list) and providers and all(isinstance(p, str) and p for p in providers)):
+        raise ValueError(f"{path.name}: providers must be a list of onnxruntime execution providers in "
+                         "order of preference, e.g. [\"CUDAExecutionProvider\", \"CPUExecutionProvider\"]")
     schema = config.get("schema")
     if schema is not None:
         if not isinstance(schema, dict) or not isinstance(schema.get("columns"), list):
@@ -223,6 +240,56 @@ def _read_config(path: Path) -> dict:
     return config
 
 
+def _check_kind_keys(config: dict, kind: str, where: str) -> None:
+    """Keys that only one kind of model reads: images for a Python model, providers for ONNX."""
+    if "image" in config and kind == "r":
+        raise ValueError(f"{where}: image applies to Python models (.joblib, .pkl, .onnx); an R model "
+                         "takes rows")
+    if "providers" in config and kind != "onnx":
+        raise ValueError(f"{where}: providers are onnxruntime's and apply to .onnx models only")
+
+
+def image_config(block, where: str) -> dict:
+    """The "image" block checked, with the defaults filled in (IMAGE_DEFAULTS); ValueError naming
+    the key. What each key does: rbridge/worker/images.py."""
+    if not isinstance(block, dict) or "size" not in block:
+        raise ValueError(f"{where} must be an object with at least \"size\": [width, height]")
+    _only(block, IMAGE_KEYS, where)
+    out = {**IMAGE_DEFAULTS, **block}
+    size = out["size"]
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_whole(v) and 1 <= v <= 4096 for v in size)):
+        raise ValueError(f"{where}.size must be [width, height] in pixels, each 1 to 4096")
+    for key, choices in IMAGE_CHOICES.items():
+        if out[key] not in choices:
+            raise ValueError(f"{where}.{key} must be one of {', '.join(choices)}")
+    if not isinstance(out["invert"], bool):
+        raise ValueError(f"{where}.invert must be true or false")
+    if "scale" in block and "range" in block:
+        raise ValueError(f"{where}: give scale or range, not both")
+    if not (_is_number(out["scale"]) and out["scale"] > 0):
+        raise ValueError(f"{where}.scale must be a positive number (e.g. 0.00392156862745098 = 1/255)")
+    if out["range"] is not None and not (isinstance(out["range"], list) and len(out["range"]) == 2
+                                         and all(_is_number(v) for v in out["range"])
+                                         and out["range"][0] < out["range"][1]):
+        raise ValueError(f"{where}.range must be [low, high], what 0 and 255 become (e.g. [0, 16])")
+    channels = 1 if out["mode"] == "L" else 3
+    if (out["mean"] is None) != (out["std"] is None):
+        raise ValueError(f"{where}: mean and std go together")
+    for key in ("mean", "std"):
+        values = out[key]
+        if values is not None and not (isinstance(values, list) and len(values) == channels
+                                       and all(_is_number(v) for v in values)
+                                       and (key == "mean" or all(v > 0 for v in values))):
+            raise ValueError(f"{where}.{key} must be a list of {channels} number(s), one per channel of "
+                             f"mode {out['mode']}" + (", each above 0" if key == "std" else ""))
+    if out["dtype"] == "uint8" and ({"scale", "range", "mean", "std"} & set(block)):
+        raise ValueError(f"{where}: dtype uint8 takes the pixels as they are; leave out scale, range, mean and std")
+    for key in ("max_bytes", "max_pixels", "max_images"):
+        if not (_is_whole(out[key]) and out[key] >= 1):
+            raise ValueError(f"{where}.{key} must be a whole number, at least 1")
+    return out
+
+
 def _check_time_keys(col: dict, where: str) -> None:
     """tz only on datetime columns (an Olson name), units only on difftime columns (R's units)."""
     if "tz" in col:
@@ -247,3 +314,7 @@ def _only(obj: dict, allowed: set, where: str) -> None:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

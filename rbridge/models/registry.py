@@ -110,6 +110,11 @@ class Registry:
         entry = self._entry(name)
         return float(entry.timeout) if entry and entry.timeout else self._timeout
 
+    def image_config(self, name: str) -> dict | None:
+        """The "image" block of <name>.json (with its defaults), or None for a model of rows."""
+        entry = self.entries.get(name)
+        return entry.spec.image if entry and entry.spec else None
+
     def max_concurrency(self, name: str) -> int | None:
         """max_concurrency from <name>.json: workers the model may hold at once (None: not set)."""
         entry = self._entry(name)
@@ -175,6 +180,7 @@ class Registry:
                 "scoring": f"score() in {name}.R" if spec and spec.script else "default",
                 "predict_args": spec.predict_args if spec else None,
                 "top_k": spec.top_k if spec else None,
+                "image": spec.image if spec else None,
                 "timeout": self.timeout_for(name),
                 "load_seconds": round(info.load_seconds, 3) if info else None,
                 "loaded_at": _iso(self.loaded_at.get(name)),

@@ -45,6 +45,8 @@ class ModelSpec:
     packages: list = dataclasses.field(default_factory=list)   # R packages <name>.json says to attach
     kind: str = "r"              # "r" (rsession.py), "sklearn" or "onnx" (pysession.py): by the file
     top_k: int | None = None     # answer the k best classes of a table of class scores, per row
+    image: dict | None = None    # how uploaded images become the input (catalog.image_config), or None
+    providers: list | None = None   # onnxruntime execution providers, in order of preference
 
 
 @dataclasses.dataclass

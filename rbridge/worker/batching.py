@@ -20,7 +20,7 @@ def concat(parts: list) -> dict:
     out = {}
     for name, (kind, _) in parts[0].columns.items():
         bufs = [p.columns[name][1] for p in parts]
-        if kind in ("character", "logical"):
+        if kind in ("character", "logical", "image"):     # lists (numpy would cut a file's trailing NULs)
             out[name] = (kind, [v for b in bufs for v in b])
         else:
             out[name] = (kind, np.concatenate(bufs))

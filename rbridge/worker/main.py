@@ -130,9 +130,9 @@ def _load(session, spec: protocol.ModelSpec, warmup_timeout: float | None) -> pr
         log.exception("model %s: loading failed in the bridge", spec.name)
         return protocol.ModelInfo(spec.name, spec.version, ok=False,
                                   error=f"the bridge could not load it: {exc}")
-    if info.ok and info.schema:
+    if info.ok and (info.schema or spec.image):
         started = time.monotonic()
-        error = _warm_up(session, info, warmup_timeout)
+        error = _warm_up(session, info, warmup_timeout, spec.image)
         if error and warmup_timeout and time.monotonic() - started >= warmup_timeout:
             info.warmup_timed_out = True
             error = (f"it took longer than {warmup_timeout:g} s (--warmup-timeout, default the "
@@ -147,15 +147,20 @@ def _load(session, spec: protocol.ModelSpec, warmup_timeout: float | None) -> pr
     return info
 
 
-def _warm_up(session, info: protocol.ModelInfo, seconds: float | None) -> str | None:
-    """Score one schema-shaped row, so a model that cannot predict is caught now, not by a
-    caller; R stops it after `seconds` (where R checks for interrupts; the pool's start
-    timeout is the backstop for compiled code that never does). Its answer tells the names
-    and types of the model's outputs (the V2 metadata shows them)."""
-    from rbridge.schema import Schema, example_rows
-    columns, nrows = Schema(info.schema).encode({"data": example_rows(info.schema)}, 1)
+def _warm_up(session, info: protocol.ModelInfo, seconds: float | None, image: dict | None = None) -> str | None:
+    """Score one schema-shaped row (an image model: one blank image), so a model that cannot
+    predict is caught now, not by a caller; R stops it after `seconds` (where R checks for
+    interrupts; the pool's start timeout is the backstop for compiled code that never does). Its
+    answer tells the names and types of the model's outputs (the V2 metadata shows them)."""
+    if image:
+        from rbridge.worker.images import blank
+        part = protocol.Part("warm-up", 1, {"image": ("image", [blank(image)])})
+    else:
+        from rbridge.schema import Schema, example_rows
+        columns, nrows = Schema(info.schema).encode({"data": example_rows(info.schema)}, 1)
+        part = protocol.Part("warm-up", nrows, columns)
     with session.time_limit(info.name, seconds):
-        outputs, _ = session.score(info.name, [protocol.Part("warm-up", nrows, columns)])
+        outputs, _ = session.score(info.name, [part])
     if isinstance(outputs[0], dict):
         return outputs[0]["error"]["message"]
     info.sample_output = outputs[0]

@@ -23,6 +23,7 @@ Threading: single-threaded like the rest of the worker; onnxruntime gets one thr
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import sys
 import time
@@ -32,6 +33,8 @@ import numpy as np
 from rbridge.errors import BridgeError, InvalidInput, ModelError, Unavailable
 from rbridge.pool import protocol
 from rbridge.worker import batching
+
+log = logging.getLogger("bridge.worker")
 
 METHODS = ("predict", "predict_proba", "decision_function")
 TYPES = ("numeric", "integer", "logical", "character", "factor")   # the schema types a Python model takes
@@ -157,6 +160,12 @@ class _Model:
             if "na" not in col:
                 col["na"], col["na_reason"] = False, NO_NA
 
+    def images(self, columns: dict) -> np.ndarray:
+        """An image model's input: the uploaded files, decoded and preprocessed as its "image"
+        block says (images.py; imported here, so that only image models need Pillow)."""
+        from rbridge.worker import images
+        return images.preprocess(self.spec.image, columns["image"][1])
+
     def columns(self, columns: dict) -> dict:
         """The request's buffers as numpy arrays, in the schema's order."""
         out = {}
@@ -218,11 +227,16 @@ class _Sklearn(_Model):
         self.classes = None if classes is None else [str(c) for c in classes]
         names = getattr(est, "feature_names_in_", None)
         self.named = names is not None
+        if spec.image:                      # images in, no columns (score() preprocesses them)
+            self.schema_source = "image"
+            return
         self.set_schema(_sklearn_columns(est, names), "model")
         # A text pipeline fitted on a list of strings takes a 1-D array of them.
         self.text = not self.named and len(self.schema) == 1 and self.schema[0]["type"] in ("character", "factor")
 
     def score(self, columns: dict, nrows: int) -> protocol.Output:
+        if self.spec.image:
+            return self.output(getattr(self.est, self.method)(self.images(columns)))
         cols = self.columns(columns)
         if self.named:
             import pandas as pd
@@ -295,18 +309,26 @@ class _Onnx(_Model):
                               "(its second); decision_function has no ONNX form")
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
+        providers = _providers(ort, spec.providers)
         try:
-            self.session = ort.InferenceSession(spec.rds, options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(spec.rds, options, providers=providers)
         except Exception as exc:
             raise LoadProblem(f"onnxruntime could not load it: {type(exc).__name__}: {exc}") from None
         self.class_name = "onnxruntime.InferenceSession"
-        self.packages = [f"onnxruntime {ort.__version__}"]
+        # the providers the session runs on (a CUDA provider without a usable GPU falls back to the CPU)
+        self.packages = [f"onnxruntime {ort.__version__} ({', '.join(self.session.get_providers())})"]
         self.inputs = self.session.get_inputs()
         outputs = self.session.get_outputs()
         index = 1 if self.method == "predict_proba" else 0
         if index >= len(outputs):
             raise LoadProblem(f"predict_proba is the model's second output, and it has only {len(outputs)}")
         self.output_name = outputs[index].name
+        if spec.image:                      # one image tensor in (score() preprocesses the files)
+            if len(self.inputs) != 1:
+                raise LoadProblem(f"an image model has one input; this one has {len(self.inputs)} "
+                                  f"({', '.join(i.name for i in self.inputs)})")
+            self.schema_source = "image"
+            return
         per_column = [i for i in self.inputs if _width(i) == 1]
         from_model = None
         if len(per_column) == len(self.inputs):
@@ -321,6 +343,11 @@ class _Onnx(_Model):
                               "nor its single input as one row of features")
 
     def score(self, columns: dict, nrows: int) -> protocol.Output:
+        if self.spec.image:
+            first = self.inputs[0]
+            feed = {first.name: self.images(columns).astype(_ONNX_DTYPES.get(first.type, np.float32), copy=False)}
+            (values,) = self.session.run([self.output_name], feed)
+            return self.output(values)
         cols = self.columns(columns)
         if self.stacked:
             first = self.inputs[0]
@@ -334,6 +361,26 @@ class _Onnx(_Model):
                 feed[name] = arr.reshape(-1, 1) if len(inp.shape) == 2 else arr
         (values,) = self.session.run([self.output_name], feed)
         return self.output(values)
+
+
+def _providers(ort, wanted: list | None) -> list:
+    """The execution providers of <name>.json ("providers"), each one this onnxruntime has, or a
+    LoadProblem naming those it has (the CUDA provider comes with the onnxruntime-gpu package,
+    which replaces onnxruntime)."""
+    wanted = wanted or ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        raise LoadProblem(f"providers {', '.join(missing)} are not in this onnxruntime ({ort.__version__}, "
+                          f"which has {', '.join(available)}); CUDAExecutionProvider comes with the "
+                          "onnxruntime-gpu package, installed instead of onnxruntime")
+    if "CUDAExecutionProvider" in wanted and hasattr(ort, "preload_dlls"):
+        # CUDA and cuDNN from PyPI (onnxruntime-gpu[cuda,cudnn]) are not on the loader's path
+        try:
+            ort.preload_dlls()
+        except Exception as exc:       # onnxruntime then falls back to the CPU, and says so
+            log.warning("onnxruntime could not preload CUDA's libraries: %s", exc)
+    return wanted
 
 
 def _width(inp) -> int | None:

@@ -10,7 +10,7 @@ folder without the source, so the R code and pages it finds are the wheel's.
 2. without the [r] extra, `rbridge serve` with models exits at boot naming rpy2 and
    `pip install "rbridge[r]"` (the gateway itself runs without R);
 3. with the [r] extra, it serves ./models and answers what R's predict() gives; the Python
-   example (faq.joblib) fails alone, naming the [python-models] extra it needs.
+   examples (faq.joblib, digits.onnx) fail alone, naming the [python-models] extra they need.
 Takes ~1 minute with pip's cache warm (rpy2 is compiled when it is not).
 """
 
@@ -108,8 +108,10 @@ def test_wheel_serves_the_example_models_and_predicts_what_r_predicts(venv_r, tm
         while any(m["state"] == "loading" for m in s.get("/models").json()["models"]):
             assert time.monotonic() < deadline, s.log_text()[-3000:]
             time.sleep(0.2)
-        faq = s.get("/models/faq").json()
-        assert faq["state"] == "failed" and 'pip install "rbridge[python-models]"' in faq["error"], faq
+        for name in ("faq", "digits"):
+            python_model = s.get(f"/models/{name}").json()
+            assert python_model["state"] == "failed", python_model
+            assert 'pip install "rbridge[python-models]"' in python_model["error"], python_model
         r = s.predict("iris_rf", [IRIS_ROW])
         assert r.status_code == 200, r.text
         assert r.json()["predictions"] == [expected]

@@ -30,7 +30,7 @@ from manifests import (DEPLOY, REPO, check_auth_secret_folder, check_container_s
                        dockerfile, dockerfile_uid_gid, docs, find_tool, known_env,
                        kubernetes_validate, one, rendered, server_routes, yaml)
 
-OVERLAYS = ["aks", "local"]
+OVERLAYS = ["aks", "aks-gpu", "local"]
 COMPONENTS = ["fetch-models", "letsencrypt-production", "shared-models"]
 # Kubernetes versions to validate against: the oldest AKS still supports in 2025, and the
 # newest schema kubernetes-validate bundles (added at run time).
@@ -278,3 +278,21 @@ def test_create_secret_script_prints_a_secret(tmp_path):
     out = subprocess.run(["bash", str(DEPLOY / "create-secret.sh"), "--users", str(empty), "--print"],
                          capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode != 0 and "at least one user" in out.stderr
+
+
+def test_aks_gpu_asks_for_one_gpu_on_the_gpu_pool_with_the_gpu_image(tmp_root):
+    """The GPU overlay is the aks one plus: nvidia.com/gpu 1 (request = limit), the GPU pool's node
+    selector and taints tolerated, the -gpu build of the image, room for CUDA in each worker."""
+    spec, container = _pod(docs("aks-gpu", tmp_root))
+    res = container["resources"]
+    assert res["requests"]["nvidia.com/gpu"] == res["limits"]["nvidia.com/gpu"] == "1"
+    assert spec["nodeSelector"] == {"kubernetes.azure.com/agentpool": "gpu"}
+    assert {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"} in spec["tolerations"]
+    assert container["image"].endswith(":0.1.0-gpu")
+    aks_spec, aks_container = _pod(docs("aks", tmp_root))
+    assert container["image"].rsplit(":", 1)[0] == aks_container["image"].rsplit(":", 1)[0]
+    assert "nvidia.com/gpu" not in aks_container["resources"]["limits"] and "tolerations" not in aks_spec
+    env = container_env(container)
+    assert env["RBRIDGE_MAX_WORKER_MEMORY"] == "1500M"
+    # the build argument the overlay's image needs is the Dockerfile's
+    assert re.search(r"^ARG ONNXRUNTIME=", dockerfile(), re.M)

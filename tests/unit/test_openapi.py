@@ -88,7 +88,7 @@ def test_predict_operation_has_examples_errors_and_security():
     assert examples["rows"]["value"] == {"data": example_rows(CARS["schema"]["columns"], 2)}
     assert examples["columns"]["value"]["columns"]["cyl"] == ["4", "4"]
     assert op["requestBody"]["content"]["text/csv"]["example"].startswith("wt,cyl,gear,n,am,note\n")
-    assert set(op["responses"]) == {"200", "400", "401", "404", "413", "422", "429", "503", "504"}
+    assert set(op["responses"]) == {"200", "400", "401", "404", "413", "415", "422", "429", "503", "504"}
     assert spec["components"]["responses"]["InvalidInput"]["content"]["application/json"]["schema"] == \
         {"$ref": "#/components/schemas/Error"}
     assert set(spec["components"]["securitySchemes"]) == {"basicAuth", "bearerAuth", "apiKeyAuth"}

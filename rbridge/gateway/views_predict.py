@@ -45,11 +45,19 @@ def run(p, call, name: str, read):
     the metrics) learns the model, rows, version and worker. Returns the pool's job."""
     registry = p.registry
     call.model = name if name in registry.entries else None
-    info = loaded(p, name)
-    columns, nrows = read(info, registry.schema(info))
-    call.rows = nrows
-    job = p.pool.predict(name, protocol.Part(call.request_id, nrows, columns), registry.timeout_for(name),
-                         info.version)
+    for attempt in (1, 2):
+        info = loaded(p, name)
+        columns, nrows = read(info, registry.schema(info))
+        call.rows = nrows
+        try:
+            job = p.pool.predict(name, protocol.Part(call.request_id, nrows, columns),
+                                 registry.timeout_for(name), info.version)
+            break
+        except Unavailable as exc:
+            # Encoded for a version that was swapped out before a worker took it: read the rows
+            # again for the version served now (its 422s are then the caller's answer), once.
+            if exc.code != "model_changed" or attempt == 2:
+                raise
     call.version, call.worker = job.version, job.slot
     return job
 

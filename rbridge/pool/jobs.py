@@ -95,6 +95,19 @@ class JobQueue:
                     return None
                 self._cond.wait(remaining)
 
+    def take_left_behind(self, old: dict, new: dict) -> Job | None:
+        """A queued job that a retiring worker holding `old` can score and its successor holding
+        `new` cannot (encoded for the version being replaced), or None; never waits. The retiring
+        worker scores these before it goes, past the model's concurrency limit if need be: they
+        are the last of their version."""
+        with self._cond:
+            for job in self._jobs:
+                if job.wanted is not None and old.get(job.model) == job.wanted != new.get(job.model):
+                    self._jobs.remove(job)
+                    self._holding[job.model] += 1
+                    return job
+        return None
+
     def _may_hold(self, model: str) -> bool:
         return self._limit is None or self._holding[model] < self._limit(model)
 

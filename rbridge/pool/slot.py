@@ -275,16 +275,24 @@ class Slot:
         self.successor = self.pool.new_process(self.index)
 
     def _successor_ready(self) -> bool:
-        """Swap in the successor once it is ready; True if a swap (or failure) happened."""
+        """Swap in the successor once it is ready; True if a swap (or failure) happened, or if
+        this worker first scored a queued request that only it can: one encoded for the version
+        it holds and its successor does not (no later worker would ever take it)."""
         succ = self.successor
-        if succ.ready is None and not select.select([succ.sock], [], [], 0)[0]:
-            return False
-        self.successor = None
-        if succ.ready is None and await_ready(succ) is not None:
-            log.error("worker %s: replacement failed to start (%s)", self.index, describe_exit(succ.kill()))
-            self.state = "idle"
-            self._handed_over()
+        if succ.ready is None:
+            if not select.select([succ.sock], [], [], 0)[0]:
+                return False
+            if await_ready(succ) is not None:
+                self.successor = None
+                log.error("worker %s: replacement failed to start (%s)", self.index, describe_exit(succ.kill()))
+                self.state = "idle"
+                self._handed_over()
+                return True
+        left = self.pool.queue.take_left_behind(self.proc.loaded, succ.loaded)
+        if left is not None:
+            self._serve(left)
             return True
+        self.successor = None
         old, self.proc = self.proc, succ
         old.close()
         self.served, self.recycle_at = 0, self.pool.recycle_after()

@@ -102,3 +102,35 @@ def test_reload_needs_an_admin(server):
 def _sha12(path):
     import hashlib
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def test_requests_queued_for_the_old_version_are_answered_across_a_swap(small_models, tmp_path):
+    """One worker, a slow model and more callers than workers: at the swap, requests encoded for
+    the old version are still queued. They are answered by the old worker before it retires
+    (seen failing before: after the swap they waited STALE_AFTER for a worker of their version
+    that never came, then got 503 model_changed)."""
+    models = copy_models(small_models, tmp_path / "m", ["chaos"])
+    with Server(models, tmp_path, "--workers", "1", "--reload-interval", "0") as s:
+        statuses, versions, stop = [], [], threading.Event()
+
+        def hammer():
+            session = requests.Session()
+            while not stop.is_set():
+                r = session.post(s.url + "/models/chaos/predict", json={"data": [{"mode": "sleep", "x": 0.3}]},
+                                 auth=ADMIN, timeout=60)
+                statuses.append(r.status_code)
+                versions.append(r.headers.get("X-Model-Version"))
+        threads = [threading.Thread(target=hammer) for _ in range(5)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(1.5)
+            (models / "chaos.json").write_text((models / "chaos.json").read_text().replace("chaos-1", "chaos-2"))
+            assert s.post("/admin/reload").json()["changed"] == ["chaos"]
+            time.sleep(3 + 1.5)      # past STALE_AFTER: a stranded request would have failed by now
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert statuses and set(statuses) == {200}, {x: statuses.count(x) for x in set(statuses)}
+        assert {"chaos-1", "chaos-2"} <= set(versions)

@@ -32,9 +32,12 @@ class FakePool:
         self.queue = []
         self.sent = []
         self.raise_error = None
+        self.raise_next = []          # errors to raise once each, in order, before scoring again
 
     def predict(self, model, part, timeout, version=None):
         self.sent.append((model, part))
+        if self.raise_next:
+            raise self.raise_next.pop(0)
         if self.raise_error:
             raise self.raise_error
         return FakeJob(protocol.Output("vector", None, [part.columns["wt"][1] * 2]))

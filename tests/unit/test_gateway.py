@@ -7,7 +7,7 @@ import base64
 import numpy as np
 import pytest
 
-from rbridge.errors import Overloaded, RError
+from rbridge.errors import Unavailable, Overloaded, RError
 from gateway_fakes import gateway_app
 from serverproc import ADMIN, SCORER
 
@@ -103,6 +103,24 @@ def test_worker_errors_keep_their_status(app_pool):
     pool.raise_error = Overloaded("busy", headers={"Retry-After": "1"})
     r = client.post("/predict", json={"data": [ROW]}, headers=basic(SCORER))
     assert r.status_code == 429 and r.headers["Retry-After"] == "1"
+
+
+def test_a_request_stranded_by_a_model_swap_is_read_again_once(app_pool):
+    """A request encoded for a version swapped out before a worker took it is encoded again for
+    the version served now and scored, not answered 503 (seen in CI: one 503 during a publish)."""
+    client, pool = app_pool
+    changed = lambda: Unavailable("replaced while this request waited", code="model_changed")
+    pool.raise_next = [changed()]
+    r = client.post("/predict", json={"data": [ROW]}, headers=basic(SCORER))
+    assert r.status_code == 200 and r.json["predictions"] == [ROW["wt"] * 2]
+    assert len(pool.sent) == 2
+    pool.raise_next = [changed(), changed()]          # swapped twice while it waited: the caller retries
+    r = client.post("/predict", json={"data": [ROW]}, headers=basic(SCORER))
+    assert r.status_code == 503 and r.json["error"]["code"] == "model_changed"
+    pool.raise_next = [Unavailable("no worker")]      # other 503s are not retried
+    sent = len(pool.sent)
+    r = client.post("/predict", json={"data": [ROW]}, headers=basic(SCORER))
+    assert r.status_code == 503 and len(pool.sent) == sent + 1
 
 
 def test_unexpected_failure_is_500_without_traceback(app_pool):

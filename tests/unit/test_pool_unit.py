@@ -80,6 +80,20 @@ def test_a_job_waits_for_a_worker_of_the_version_that_encoded_it(monkeypatch):
     assert q.take(0, {"m": "v2"}) is old                   # taken, to be answered "model changed"
 
 
+def test_a_retiring_worker_takes_the_jobs_only_it_can_score():
+    """At a swap, jobs encoded for the version the old worker holds go to it before it retires."""
+    q = JobQueue(10)
+    new, old, other = (Job("m", protocol.Part("r", 1, {}), 5, version="v2"),
+                       Job("m", protocol.Part("r", 1, {}), 5, version="v1"),
+                       Job("n", protocol.Part("r", 1, {}), 5, version="w1"))
+    for j in (new, old, other):
+        q.put(j)
+    retiring, successor = {"m": "v1", "n": "w1"}, {"m": "v2", "n": "w1"}
+    assert q.take_left_behind(retiring, successor) is old    # n's job: the successor can take it
+    assert q.take_left_behind(retiring, successor) is None
+    assert len(q) == 2
+
+
 def test_wake_returns_a_waiting_take_at_once():
     """A slot asked to do something (a hand-over) must not sleep through its STATS_INTERVAL wait."""
     q = JobQueue(1)

@@ -86,6 +86,8 @@ FIELDS = [
     Field("worker_memory_limit", parse_size, None, "hard address-space limit per worker (R fails allocations)"),
     Field("max_requests", int, 0, "recycle a worker after this many requests (0: never)"),
     Field("max_requests_jitter", int, 0, "random extra requests before recycling, so workers do not recycle at once"),
+    Field("capture_dir", Path, None, "folder captured predictions are written to (\"capture\" in <name>.json), "
+          "one subfolder per model (default: <models>/.captures)"),
     Field("reload_interval", float, 2.0, "seconds between scans of the models folder (0: no hot reload)"),
     Field("allow_empty", parse_bool, False, "be ready with no models (a server filled by publishing)"),
     Field("warmup_timeout", float, None, "seconds each model's warm-up prediction may take before the "
@@ -137,6 +139,7 @@ class Settings:
     worker_memory_limit: int | None
     max_requests: int
     max_requests_jitter: int
+    capture_dir: Path | None
     reload_interval: float
     allow_empty: bool
     warmup_timeout: float | None

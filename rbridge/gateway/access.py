@@ -53,7 +53,7 @@ def finish(metrics, call: Call, method: str, path: str, status: int) -> None:
     """Count the request and write its one access-log line (probes are counted, not logged)."""
     seconds = time.perf_counter() - call.started
     if call.model:
-        metrics.request(call.model, status, seconds, call.rows)
+        metrics.request(call.model, status, seconds, call.rows, call.version)
     if path not in PROBES:
         log.info("%s %s %s", method, path, status, extra={"fields": {
             "request_id": call.request_id, "user": call.user, "model": call.model,

@@ -6,6 +6,7 @@ blueprint modules, one per concern:
     views_predict.py   POST /models/<name>/predict, POST /predict      (the way of a request)
     views_models.py    GET /models, /models/<name>, OpenAPI documents
     views_manage.py    PUT/DELETE /models/<name>, versions, activate    (publishers)
+    views_rollout.py   /models/<name>/rollout (canary, shadow, promote, abort), pinned predict
     views_signin.py    POST /login, /login/refresh, /logout
     views_ops.py       /healthz, /readyz, /status, /admin/reload, /metrics, pages
     views_v2.py        /v2/...: the Open Inference Protocol (KServe V2) over the same pipeline
@@ -23,8 +24,9 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from rbridge.errors import BridgeError, Forbidden, TooLarge
-from rbridge.gateway import (access, dashboard, throttle, views_manage, views_models, views_ops, views_predict,
-                             views_signin, views_v2)
+from rbridge.gateway import (access, dashboard, throttle, traffic, views_manage, views_models, views_ops,
+                             views_predict, views_rollout, views_signin, views_v2)
+from rbridge.gateway.capture import Captures
 from rbridge.gateway.access import HSTS, SECURITY_HEADERS, Call
 from rbridge.gateway.auth import Authenticator
 from rbridge.gateway.bodies import LimitedRequest
@@ -32,7 +34,7 @@ from rbridge.gateway.context import Parts, json_response
 from rbridge.gateway.fastpath import FastPath
 
 log = logging.getLogger("bridge.access")
-CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-API-Key, X-Request-ID"
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-API-Key, X-Request-ID, X-Model-Version"
 CORS_EXPOSE_HEADERS = "X-Request-ID, X-Model-Version, Retry-After"
 
 
@@ -47,7 +49,9 @@ def create_app(settings, registry, pool, authenticator: Authenticator, reloader=
     app.extensions["rbridge"] = parts = Parts(
         settings=settings, registry=registry, pool=pool, auth=authenticator, reloader=reloader,
         board=dashboard.Board(pool, pool.metrics),
-        trusted_proxies=throttle.parse_networks(settings.trusted_proxies), cors_origins=cors_origins)
+        trusted_proxies=throttle.parse_networks(settings.trusted_proxies), cors_origins=cors_origins,
+        traffic=traffic.Traffic(registry, pool, Captures(settings.capture_dir or settings.models / ".captures",
+                                                         pool.metrics)))
     metrics = pool.metrics
 
     def cors_origin() -> str | None:
@@ -110,7 +114,7 @@ def create_app(settings, registry, pool, authenticator: Authenticator, reloader=
         call = g.call if "call" in g else Call(None)
         return json_response(access.internal_error_body(call, request.path), 500)
 
-    for module in (views_ops, views_signin, views_models, views_predict, views_manage, views_v2):
+    for module in (views_ops, views_signin, views_models, views_predict, views_manage, views_rollout, views_v2):
         app.register_blueprint(module.bp)
     if fast_path and not cors_origins:    # with CORS on, every request takes Flask's way
         app.wsgi_app = FastPath(app.wsgi_app, parts)

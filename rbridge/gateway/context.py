@@ -29,6 +29,7 @@ class Parts:
     board: object             # rbridge.gateway.dashboard.Board
     trusted_proxies: tuple
     cors_origins: frozenset
+    traffic: object           # rbridge.gateway.traffic.Traffic: canary, pinning, shadow, capture
 
 
 def parts() -> Parts:

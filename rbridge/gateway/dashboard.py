@@ -123,6 +123,7 @@ class Board:
             "workers": status["workers"],
             "worker_series": _worker_series(samples),
             "requests": self._request_stats(samples),
+            "versions": version_stats(self.metrics),
         }
 
     def _request_stats(self, samples: list) -> dict:
@@ -140,6 +141,54 @@ class Board:
             out[model] = {"total": int(now["count"]), "errors_4xx": int(now["e4"]),
                           "errors_5xx": int(now["e5"]), "window": window, "series": series}
         return out
+
+
+def version_stats(metrics) -> dict:
+    """{model: {version: figures}} since start, to judge a canary beside the active version:
+    requests, errors, latency percentiles (ms), the predictions' mean and percentiles (numbers)
+    or counts per label, and the shadow comparisons of that version. Read from the metrics at
+    the poll (these are cumulative figures, not series)."""
+    out: dict = {}
+
+    def figures(model, version):
+        return out.setdefault(model, {}).setdefault(version, {
+            "total": 0, "errors_4xx": 0, "errors_5xx": 0, "p50": None, "p95": None, "p99": None,
+            "prediction_mean": None, "prediction_p50": None, "prediction_p95": None, "labels": {},
+            "shadow": {"agree": 0, "disagree": 0, "error": 0, "rows_disagreeing": 0}})
+    for family in metrics.version_requests.collect():
+        for smp in family.samples:
+            if smp.name.endswith("_total"):
+                f = figures(smp.labels["model"], smp.labels["version"])
+                f["total"] += int(smp.value)
+                status = smp.labels["status"]
+                if status[0] in "45":
+                    f[f"errors_{status[0]}xx"] += int(smp.value)
+    buckets: dict = {}
+    for family in metrics.version_latency.collect():
+        for smp in family.samples:
+            if smp.name.endswith("_bucket"):
+                buckets.setdefault((smp.labels["model"], smp.labels["version"]), []).append(
+                    (float(smp.labels["le"]), smp.value))
+    for (model, version), pairs in buckets.items():
+        pairs.sort()
+        f = figures(model, version)
+        for q in QUANTILES:
+            value = quantile(q, [b for b, _ in pairs], [c for _, c in pairs])
+            f[f"p{round(q * 100)}"] = None if value is None else round(value * 1000, 3)
+    for (model, version), v in metrics.predictions.numbers().items():
+        f = figures(model, version)
+        f["prediction_mean"] = v["sum"] / v["count"] if v["count"] else None
+        f["prediction_p50"] = quantile(0.5, v["bounds"], v["cumulative"])
+        f["prediction_p95"] = quantile(0.95, v["bounds"], v["cumulative"])
+    for (model, version), counts in metrics.predictions.labels().items():
+        figures(model, version)["labels"] = counts
+    for counter, key in ((metrics.shadow, None), (metrics.shadow_rows, "rows_disagreeing")):
+        for family in counter.collect():
+            for smp in family.samples:
+                if smp.name.endswith("_total"):
+                    shadow = figures(smp.labels["model"], smp.labels["version"])["shadow"]
+                    shadow[key or smp.labels["result"]] += int(smp.value)
+    return out
 
 
 def _rates(a: dict | None, b: dict, model: str) -> dict:

@@ -58,7 +58,8 @@ class FastPath:
                 if name is None:
                     name = default_model(p)
                 mimetype, options = parse_options_header(environ.get("CONTENT_TYPE", ""))
-                body, extra = score(p, call, name, self._body(environ), mimetype.lower(), options.get("charset"))
+                body, extra = score(p, call, name, self._body(environ), mimetype.lower(), options.get("charset"),
+                                    environ.get("HTTP_X_MODEL_VERSION"))
                 payload = orjson.dumps(body, option=_JSON)
             status = 200
         except BridgeError as exc:

@@ -344,6 +344,28 @@ def _add_manage_paths(paths: dict, models: list[dict]) -> None:
         "Serve version v of a model: rollback or roll forward, without failing a request (publisher)",
         "manage", {"type": "object"}, MANAGE_ERRORS + (422,), parameters=[name, number],
         operation_id="activate_version")}
+    paths["/models/{name}/versions/{v}/predict"] = {"post": _op(
+        "Score with retained version v (scorer): 404 not retained, 409 retained but not loaded (make it "
+        "the canary or the shadow), 422 failed to load. Same body as /models/{name}/predict", "predict",
+        {"type": "object"}, (400, 401, 403, 404, 409, 413, 422, 429, 503, 504), parameters=[name, number],
+        operation_id="predict_version")}
+    setting = {"type": ["object", "null"]}
+    paths["/models/{name}/rollout"] = {
+        "get": _op("The model's rollout: active version, canary, shadow, capture, versions loaded (publisher)",
+                   "manage", {"type": "object"}, (401, 403, 404, 429), parameters=[name],
+                   operation_id="get_rollout"),
+        "post": _op("Set or clear the canary ({version, percent, sticky}) and the shadow ({version, "
+                    "tolerance}); a key left out keeps its setting; the versions load first (publisher)",
+                    "manage", {"type": "object"}, MANAGE_ERRORS + (400, 422), parameters=[name],
+                    body={"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "properties": {"canary": setting, "shadow": setting}}}}},
+                    operation_id="set_rollout")}
+    paths["/models/{name}/rollout/promote"] = {"post": _op(
+        "The canary becomes the active version, without failing a request (publisher)", "manage",
+        {"type": "object"}, MANAGE_ERRORS + (422,), parameters=[name], operation_id="promote_canary")}
+    paths["/models/{name}/rollout/abort"] = {"post": _op(
+        "Clear the canary: all traffic to the active version (publisher)", "manage", {"type": "object"},
+        MANAGE_ERRORS + (422,), parameters=[name], operation_id="abort_canary")}
 
 
 def _skeleton(title: str, description: str) -> dict:

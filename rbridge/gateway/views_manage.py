@@ -37,9 +37,9 @@ MAX_FORM_FIELD = 64 << 10          # form fields that are not files (none are us
 
 @bp.put("/models/<name>")
 def publish(name: str):
-    _audited("publish", name)
+    audited("publish", name)
     user = caller("publisher")
-    store, reloader = _writable()
+    store, reloader = writable()
     if not NAME_RE.match(name):
         raise BadRequest(f"a model name may hold only letters, digits, '_', '.' and '-', not {name!r}")
     folder = store.incoming()
@@ -73,9 +73,9 @@ def list_versions(name: str):
 
 @bp.post("/models/<name>/versions/<int:number>/activate")
 def activate(name: str, number: int):
-    _audited("activate", name, {"version": number})
+    audited("activate", name, {"version": number})
     caller("publisher")
-    store, reloader = _writable()
+    store, reloader = writable()
     folder = store.folder(name, number)
     if folder is None:
         raise NotFound(f"model '{name}' has no version {number} (GET /models/{name}/versions lists them)",
@@ -89,9 +89,9 @@ def activate(name: str, number: int):
 
 @bp.delete("/models/<name>")
 def delete(name: str):
-    _audited("delete", name)
+    audited("delete", name)
     caller("publisher")
-    store, reloader = _writable()
+    store, reloader = writable()
     if name not in parts().registry.entries:
         raise NotFound(f"no model named '{name}' is served", code="unknown_model")
     served = {}
@@ -110,7 +110,7 @@ def delete(name: str):
 
 
 # -- inside ----------------------------------------------------------------------------------
-def _writable():
+def writable():
     """The versions store and reloader, or 409/503 saying why models cannot be managed here."""
     reloader = parts().reloader
     if reloader is None or reloader.versions is None:
@@ -161,7 +161,7 @@ def _load(reloader, name: str, folder, commit, action: str):
         raise Unavailable(str(exc), code="reload_failed") from None
 
 
-def _audited(action: str, name: str, meta: dict | None = None) -> None:
+def audited(action: str, name: str, meta: dict | None = None) -> None:
     """This call writes one audit line when it is answered, whatever the answer (see `audit_line`)."""
     g.audit_action, g.audit_model, g.audit = action, name, meta or {}
 

@@ -38,7 +38,10 @@ def status():
     caller("admin")
     pool = parts().pool
     ok, reason = pool.ready()
-    return json_response({**pool.status(), "ready": {"ready": ok, "reason": reason}})
+    registry = parts().registry
+    return json_response({**pool.status(), "ready": {"ready": ok, "reason": reason},
+                          "rollouts": {n: p.describe() for n, p in registry.plans.items()},
+                          "rollout_versions": sorted(registry.extras)})
 
 
 @bp.post("/admin/reload")

@@ -3,6 +3,8 @@
 The way of one request: authenticate -> the model must be loaded -> body (JSON or CSV) ->
 Schema.encode (rbridge/schema.py: rows to typed columns, 422s) -> pool.predict (queue, worker,
 R; rbridge/pool/) -> render the worker's output -> JSON with the version in X-Model-Version.
+Which version scores (the active one, a canary's share, one the request pins) is chosen by
+traffic.py before the body is read; after the answer it counts, captures and shadows.
 `score` is that way for either path: the Flask views below, and fastpath.py in front of Flask;
 its core, `run`, is shared with the Open Inference Protocol's route (views_v2.py).
 """
@@ -28,37 +30,55 @@ def default_model(p) -> str:
     return p.registry.default
 
 
-def score(p, call, name: str, data: bytes, mimetype: str, charset: str | None) -> tuple[dict, dict]:
-    """Score an authenticated request's body with model `name`: (response body, headers)."""
-    def read(info: protocol.ModelInfo, schema):
+def score(p, call, name: str, data: bytes, mimetype: str, charset: str | None,
+          pin: str | None = None) -> tuple[dict, dict]:
+    """Score an authenticated request's body with model `name` (or its version `pin`):
+    (response body, headers)."""
+    seen = {}
+
+    def read(info: protocol.ModelInfo, schema):   # also called by a shadow scoring, later
         body = csvbody.parse(data, info.schema, charset) if mimetype == "text/csv" else parse_json(data)
+        seen.setdefault("body", body)
         return schema.encode(body, p.settings.max_rows, p.settings.max_columns)
-    job = run(p, call, name, read)
-    return ({"model": name, "version": job.version, "predictions": render(job.output)},
+
+    def answered(job):
+        seen["predictions"] = render(job.output)
+        return seen["body"], seen["predictions"]
+    job = run(p, call, name, read, pin, answered)
+    return ({"model": name, "version": job.version, "predictions": seen["predictions"]},
             {"X-Model-Version": job.version or ""})
 
 
-def run(p, call, name: str, read):
+def run(p, call, name: str, read, pin: str | None = None, after=None):
     """What every scoring route does, whatever its wire format (this one; /v2 in views_v2.py):
-    the model must be loaded (404, 503), `read(info, schema)` turns the request into typed
-    columns and their row count (raising its 4xx), the pool scores them; `call` (the access log,
-    the metrics) learns the model, rows, version and worker. Returns the pool's job."""
+    the model must be loaded (404, 503), traffic chooses the version (`pin`: one the request
+    names), `read(info, schema)` turns the request into typed columns and their row count
+    (raising its 4xx), the pool scores them; `call` (the access log, the metrics) learns the
+    model, rows, version and worker. `after(job)` -> (parsed body, predictions) to capture.
+    Returns the pool's job."""
     registry = p.registry
-    call.model = name if name in registry.entries else None
+    if name not in registry.entries:              # an extra version's name@n is no public name
+        raise unknown_model(name)
+    call.model = name
     for attempt in (1, 2):
-        info = loaded(p, name)
+        loaded(p, name)
+        target = p.traffic.choose(name, call.user, pin)
+        info = loaded(p, target)
+        call.version = info.version
         columns, nrows = read(info, registry.schema(info))
         call.rows = nrows
         try:
-            job = p.pool.predict(name, protocol.Part(call.request_id, nrows, columns),
+            job = p.pool.predict(target, protocol.Part(call.request_id, nrows, columns),
                                  registry.timeout_for(name), info.version)
             break
         except Unavailable as exc:
-            # Encoded for a version that was swapped out before a worker took it: read the rows
-            # again for the version served now (its 422s are then the caller's answer), once.
+            # Encoded for a version that was swapped out before a worker took it: choose and
+            # read the rows again for what is served now (its 422s are then the answer), once.
             if exc.code != "model_changed" or attempt == 2:
                 raise
     call.version, call.worker = job.version, job.slot
+    body, predictions = after(job) if after is not None else (None, None)
+    p.traffic.after(name, target, job, read, call.request_id, body, predictions)
     return job
 
 
@@ -67,7 +87,7 @@ def loaded(p, name: str) -> protocol.ModelInfo:
     registry = p.registry
     info = registry.info(name)
     if info is None or not info.ok:
-        raise unknown_model(name) if name not in registry.entries else Unavailable(
+        raise unknown_model(name) if name not in registry.entries and name not in registry.extras else Unavailable(
             f"model '{name}' is not loaded: {registry.describe(name)['error'] or 'still loading'}",
             code="model_not_loaded")
     return info
@@ -85,10 +105,17 @@ def predict(name: str):
     return _scored(name)
 
 
-def _scored(name: str):
+def _scored(name: str, pin: str | None = None):
     body, headers = score(parts(), g.call, name, request.get_data(cache=False), request.mimetype,
-                          request.mimetype_params.get("charset"))
+                          request.mimetype_params.get("charset"), pin or request.headers.get("X-Model-Version"))
     return json_response(body, headers=headers)
+
+
+@bp.post("/models/<name>/versions/<int:number>/predict")
+def predict_version(name: str, number: int):
+    """Score with retained version `number` (for comparisons): 404 not retained, 409 not loaded."""
+    caller()
+    return _scored(name, str(number))
 
 
 def render(output: protocol.Output):

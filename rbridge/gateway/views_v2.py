@@ -75,7 +75,9 @@ def scored(p, call, name: str, version: str | None, data: bytes, header_length: 
         _check_version(name, info, version)
         req = oip.read_infer(data, header_length)
         return schema.encode(oip.columns_body(req, info.schema), p.settings.max_rows, p.settings.max_columns)
-    job = run(p, call, name, read)
+    if version is not None and name in p.registry.entries and not p.traffic.serves(name, version):
+        _check_version(name, loaded(p, name), version)     # the 404 saying which version serves
+    job = run(p, call, name, read, version)      # a versioned path pins that version
     body, headers = oip.infer_response(req, name, job.version, job.output)
     headers["X-Model-Version"] = job.version or ""
     return body, headers

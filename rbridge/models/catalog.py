@@ -18,12 +18,13 @@ import uuid
 import zoneinfo
 from pathlib import Path
 
+from rbridge.models import rollout
 from rbridge.pool.protocol import ModelSpec
 from rbridge.settings import NAME_RE
 
 TYPES = ("numeric", "integer", "factor", "character", "logical", "date", "datetime", "difftime")
 JSON_KEYS = {"version", "description", "schema", "predict_args", "timeout", "batch", "packages",
-             "max_concurrency"}
+             "max_concurrency", "canary", "shadow", "capture"}   # the last three: rbridge/models/rollout.py
 COLUMN_KEYS = {"name", "type", "levels", "na", "ordered", "description", "tz", "units"}
 DIFFTIME_UNITS = ("secs", "mins", "hours", "days", "weeks")   # R's difftime units
 PACKAGE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9.]*[A-Za-z0-9]$")  # R's rule for package names
@@ -42,6 +43,9 @@ class Entry:
     batch_max_rows: int | None = None
     batch_max_wait_ms: float | None = None
     max_concurrency: int | None = None      # workers it may hold at once (default: see Pool)
+    canary: dict | None = None              # rollout.check_canary: {"version", "percent", "sticky"}
+    shadow: dict | None = None              # rollout.check_shadow: {"version", "tolerance"}
+    capture: dict | None = None             # rollout.check_capture: {"sample", "drop", "hash", "url", ...}
     size: int = 0
     mtime: float = 0.0
     stamp: tuple = ()       # (ext, size, mtime_ns) of the .rds/.R/.json: any change means reload
@@ -115,6 +119,7 @@ def read_entry(models_dir: Path, name: str, snapshots: Path | None = None) -> En
     return Entry(name, spec, description=config.get("description", ""),
                  timeout=config.get("timeout"), batch_max_rows=batch.get("max_rows"),
                  batch_max_wait_ms=batch.get("max_wait_ms"), max_concurrency=config.get("max_concurrency"),
+                 canary=config.get("canary"), shadow=config.get("shadow"), capture=config.get("capture"),
                  size=stat.st_size, mtime=stat.st_mtime,
                  stamp=stamp)
 
@@ -161,6 +166,10 @@ def _read_config(path: Path) -> dict:
     for key in BATCH_KEYS & set(batch):
         if not (_is_number(batch[key]) and batch[key] >= 0):
             raise ValueError(f"{path.name}: batch.{key} must be a number >= 0")
+    for key, check in (("canary", rollout.check_canary), ("shadow", rollout.check_shadow),
+                       ("capture", rollout.check_capture)):
+        if key in config:
+            config[key] = check(config[key], f"{path.name}: {key}")
     schema = config.get("schema")
     if schema is not None:
         if not isinstance(schema, dict) or not isinstance(schema.get("columns"), list):

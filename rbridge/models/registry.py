@@ -3,7 +3,10 @@
 What it holds: the catalogue entries (what the models folder says: files, versions, per-model
 settings), the generation (bumped by each reload that installs a new set), what the current
 generation's workers reported for each model (`ModelInfo`: loaded or failed, class, schema),
-when each version was first loaded, and why a reload refused a model's newer files.
+when each version was first loaded, and why a reload refused a model's newer files; and each
+model's rollout (rbridge/models/rollout.py): the retained versions loaded beside the active one
+under internal names (`extras`, e.g. `cars@3`: loaded by the workers, never listed or routed
+by name) and the `Plan` a request reads to choose between them.
 
 Built once by the server, before anything else that needs it, and handed to the pool (which
 records what its workers report), the reloader (which installs new sets) and the app (which
@@ -21,15 +24,22 @@ import threading
 import time
 from pathlib import Path
 
-from rbridge.models import catalog
+import dataclasses
+import logging
+
+from rbridge.models import catalog, rollout
 from rbridge.models.catalog import Entry
 from rbridge.pool.protocol import ModelInfo, ModelSpec
 from rbridge.schema import Schema
 
+log = logging.getLogger("bridge.rollout")
 
 class Registry:
-    def __init__(self, settings, snapshots: Path | None = None, entries: dict[str, Entry] | None = None):
-        """`entries` default to a scan of settings.models (copied to `snapshots`, see catalog.scan)."""
+    def __init__(self, settings, snapshots: Path | None = None, entries: dict[str, Entry] | None = None,
+                 versions=None):
+        """`entries` default to a scan of settings.models (copied to `snapshots`, see catalog.scan).
+        `versions` (a VersionStore): the models found are recorded as versions, and the canary
+        and shadow versions their rollouts name are loaded beside them (none without a store)."""
         self.models_dir = settings.models
         self.snapshots = snapshots
         self._timeout, self._default_name = settings.timeout, settings.default_model
@@ -44,6 +54,12 @@ class Registry:
         self.start_failures: frozenset[str] = frozenset()
         self._schemas: dict[tuple, Schema] = {}
         self._lock = threading.Lock()
+        self.versions = versions
+        self.extras: dict[str, Entry] = {}           # name@n -> a retained version loaded beside name
+        self.plans: dict[str, rollout.Plan] = {}
+        if versions is not None:
+            versions.adopt_served([n for n, e in self.entries.items() if e.spec is not None])
+            self.extras, self.plans = self.resolve(self.entries)
 
     # -- reading -----------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -52,7 +68,15 @@ class Registry:
     def specs(self) -> list[ModelSpec]:
         """What a new worker loads: every model, but a version whose warm-up outran its limit
         (a respawned worker would only spend that time again before failing it)."""
-        return [e.spec for e in self.entries.values() if e.spec is not None and not self._warmup_timed_out(e.spec)]
+        return [e.spec for e in (*self.entries.values(), *self.extras.values())
+                if e.spec is not None and not self._warmup_timed_out(e.spec)]
+
+    def served(self) -> dict[str, Entry]:
+        """Every entry the workers load: the models and their extra versions (name@n)."""
+        return {**self.entries, **self.extras}
+
+    def plan(self, name: str) -> rollout.Plan | None:
+        return self.plans.get(name)
 
     def _warmup_timed_out(self, spec: ModelSpec) -> bool:
         info = self.infos.get(spec.name)
@@ -75,13 +99,20 @@ class Registry:
             schema = self._schemas[key] = Schema(info.schema)
         return schema
 
-    def timeout_for(self, name: str) -> float:
+    def _entry(self, name: str) -> Entry | None:
+        """The model's entry; for an extra version (name@n) the served model's, whose
+        settings (timeout, batching, concurrency) it shares."""
         entry = self.entries.get(name)
+        return entry if entry is not None or not rollout.is_internal(name) else \
+            self.entries.get(name.partition("@")[0])
+
+    def timeout_for(self, name: str) -> float:
+        entry = self._entry(name)
         return float(entry.timeout) if entry and entry.timeout else self._timeout
 
     def max_concurrency(self, name: str) -> int | None:
         """max_concurrency from <name>.json: workers the model may hold at once (None: not set)."""
-        entry = self.entries.get(name)
+        entry = self._entry(name)
         return entry.max_concurrency if entry else None
 
     def warmup_timeout(self, name: str) -> float:
@@ -89,7 +120,7 @@ class Registry:
         return self._warmup_timeout or self.timeout_for(name)
 
     def batch_limits(self, name: str) -> tuple[int, float]:
-        entry = self.entries.get(name)
+        entry = self._entry(name)
         rows = entry.batch_max_rows if entry and entry.batch_max_rows is not None else self._batch[0]
         wait = entry.batch_max_wait_ms if entry and entry.batch_max_wait_ms is not None else self._batch[1]
         return int(rows), float(wait)
@@ -165,20 +196,88 @@ class Registry:
         """The models folder now; unchanged models keep their entries (and snapshots)."""
         return catalog.scan(self.models_dir, self.snapshots, previous=self.entries)
 
-    def install(self, entries: dict[str, Entry], models: list[ModelInfo]) -> int:
+    def install(self, entries: dict[str, Entry], models: list[ModelInfo], plans: dict | None = None) -> int:
         """Serve a new set of models from now on, as a worker that loaded them reported them
-        (`models`); returns the new generation. Readers see the old set or the new, never none."""
+        (`models`); returns the new generation. Readers see the old set or the new, never none.
+        `entries` holds the extra versions too (name@n; see `served`); `plans` their rollouts."""
         now = time.time()
         with self._lock:
-            old, old_infos = self.entries, self.infos
+            old, old_infos = self.served(), self.infos
             self.generation += 1
-            self.entries = entries
+            self.entries = {n: e for n, e in entries.items() if not rollout.is_internal(n)}
+            self.extras = {n: e for n, e in entries.items() if rollout.is_internal(n)}
+            if plans is not None:
+                self.plans = plans
             self.infos = {m.name: m for m in models}
             for m in models:
                 if m.name not in old_infos or old_infos[m.name].version != m.version:
                     self.loaded_at[m.name] = now
         self._prune(old, entries)
         return self.generation
+
+    def set_plans(self, plans: dict) -> None:
+        """New rollouts that load nothing new (a canary's percent changed, a canary cleared
+        whose version stays loaded until the next reload)."""
+        self.plans = plans
+
+    def resolve(self, entries: dict[str, Entry], overrides: dict | None = None) -> tuple[dict, dict]:
+        """(extras, plans) for a set of models: each model's canary and shadow (the versions
+        store's rollout.json, else <name>.json; `overrides` name -> {"canary", "shadow"} wins
+        over both, for a rollout being tried out) and the retained versions they need loaded.
+        An extra already loaded is reused (a version's files never change); one that is not
+        retained any more is left out, with the reason in the plan."""
+        extras, plans = {}, {}
+        if self.versions is None:
+            return extras, plans
+        known = {**self.extras, **{n: e for n, e in entries.items() if rollout.is_internal(n)}}
+        for name, entry in entries.items():
+            if entry.spec is None or rollout.is_internal(name):
+                continue
+            override = (overrides or {}).get(name) or rollout.read_override(self.versions.root, name)
+            errors = [override["error"]] if override and override.get("error") else []
+            source = "rollout API" if override else ("<name>.json" if entry.canary or entry.shadow else "none")
+            canary = override["canary"] if override else entry.canary
+            shadow = override["shadow"] if override else entry.shadow
+            retained = self.versions.list(name)
+            active = next((m["version"] for m in reversed(retained) if m["active"]), None)
+            if active is None:           # not in the folder yet (a publish being tried): by its .rds
+                active = next((m["version"] for m in reversed(retained)
+                               if m["sha256"] == entry.spec.sha256), None)
+            loaded, routes = {active: name} if active is not None else {}, {}
+            for kind, config in (("canary", canary), ("shadow", shadow)):
+                if config is None:
+                    continue
+                number = config["version"]
+                if number not in loaded:
+                    extra = self._extra(name, number, known)
+                    if isinstance(extra, str):
+                        errors.append(f"{kind}: {extra}")
+                        continue
+                    extras[extra.name] = extra
+                    loaded[number] = extra.name
+                routes[kind] = rollout.Route(number, loaded[number], percent=config.get("percent", 0.0),
+                                             sticky=config.get("sticky", False),
+                                             tolerance=config.get("tolerance", rollout.DEFAULT_TOLERANCE))
+            for why in errors:
+                log.warning("model %s: %s", name, why)
+            plans[name] = rollout.Plan(active, routes.get("canary"), routes.get("shadow"), entry.capture,
+                                       {n: t for n, t in loaded.items() if n is not None}, source, tuple(errors))
+        return extras, plans
+
+    def _extra(self, name: str, number: int, known: dict) -> Entry | str:
+        """The entry of version `number` of `name` loaded as name@number (`known` ones reused),
+        or why it cannot be."""
+        key = rollout.internal(name, number)
+        if key in known:
+            return known[key]
+        folder = self.versions.folder(name, number)
+        if folder is None:
+            return f"model '{name}' has no version {number} (GET /models/{name}/versions lists those retained)"
+        entry = catalog.read_entry(folder, name, self.snapshots)
+        if entry.spec is None:
+            return f"version {number}: {entry.error}"
+        known[key] = dataclasses.replace(entry, name=key, spec=dataclasses.replace(entry.spec, name=key))
+        return known[key]
 
     def reject(self, name: str, why: str) -> None:
         with self._lock:

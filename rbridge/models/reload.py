@@ -21,6 +21,12 @@ only when they load and warm up does it put them in the folder (the caller's `co
 roll the candidate in; otherwise the folder is untouched and `Rejected` carries R's message.
 Each set a reload installs is recorded in the versions store (hand-dropped files included).
 
+Rollouts (rbridge/models/rollout.py) take the same way: every reload and publish resolves each
+model's canary and shadow into extra versions (`name@n`) loaded beside the served set, so a
+change of rollout.json (written by POST /models/<name>/rollout here, or by another replica:
+the fingerprint covers it) rolls workers that hold the new set in without failing a request.
+`rollout` tries a new canary/shadow in a candidate first, like `publish`.
+
 Threading: one watcher thread; reloads and publishes are serialised by a lock (the watcher,
 the admin endpoint and the management endpoints may ask at the same time).
 """
@@ -34,9 +40,9 @@ import threading
 import time
 from pathlib import Path
 
-from rbridge.models import catalog
+from rbridge.models import catalog, rollout
 from rbridge.models.registry import Registry
-from rbridge.models.versions import VersionStore
+from rbridge.models.versions import ROOT as VERSIONS_ROOT, VersionStore
 from rbridge.pool.pool import Pool
 from rbridge.pool.process import await_ready
 
@@ -44,10 +50,17 @@ log = logging.getLogger("bridge.reload")
 
 
 def fingerprint(models_dir) -> dict:
-    """name -> (size, mtime_ns) of each model's .rds/.R/.json, to notice any change."""
+    """name -> (size, mtime_ns) of each model's .rds/.R/.json and of its rollout.json in the
+    versions store (a rollout set on another replica), to notice any change."""
     out = {}
     if not models_dir.is_dir():
         return out
+    for path in models_dir.glob(f"{VERSIONS_ROOT}/*/{rollout.OVERRIDE}"):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        out.setdefault(path.parent.name, []).append(("rollout", st.st_size, st.st_mtime_ns))
     for path in models_dir.iterdir():
         stem, dot, ext = path.name.rpartition(".")
         if ext not in ("rds", "R", "json") or not catalog.NAME_RE.match(stem or "-") or not path.is_file():
@@ -112,17 +125,21 @@ class Reloader:
         with self._lock:
             return self._reload(reason)
 
-    def publish(self, name: str, folder, commit, reason: str):
+    def publish(self, name: str, folder, commit, reason: str, override: dict | None = None):
         """Serve `name` from the files in `folder` if they load and warm up beside the served set.
 
         `commit()` (called only then, before the swap) puts the files in the models folder.
-        Returns the model's ModelInfo; raises Rejected with R's message, the served set unchanged.
+        `override` ({"canary", "shadow"}): the model's rollout from then on (a promote clears
+        its canary in the same swap). Returns the model's ModelInfo; raises Rejected with R's
+        message, the served set unchanged.
         """
         with self._lock:
             entry = catalog.read_entry(folder, name, self.registry.snapshots)
             if entry.spec is None:
                 raise Rejected(entry.error)
-            entries = {**self.registry.entries, name: entry}
+            overrides = {name: override} if override is not None else None
+            extras, _ = self.registry.resolve({**self.registry.entries, name: entry}, overrides)
+            entries = {**self.registry.entries, **extras, name: entry}
             try:
                 proc = self._start_candidate(entries)
             except RuntimeError:
@@ -142,8 +159,37 @@ class Reloader:
                 raise
             entries[name] = dataclasses.replace(entry, stamp=catalog.files_stamp(self.models_dir, name))
             self.registry.accept(name)
-            self._swap(entries, proc, reason)
+            _, plans = self.registry.resolve(entries, overrides)   # the active number, now that it is live
+            self._swap(entries, proc, reason, plans)
             return info
+
+    def rollout(self, name: str, override: dict, commit, reason: str) -> rollout.Plan:
+        """Serve `name` with canary/shadow `override` if the versions it needs load beside the
+        served set; `commit()` (called only then) writes it to the versions store. Returns the
+        new plan; raises Rejected (a version did not load: R's message) with nothing changed."""
+        with self._lock:
+            registry = self.registry
+            extras, plans = registry.resolve(registry.entries, {name: override})
+            plan = plans[name]
+            if plan.errors:
+                raise Rejected("; ".join(plan.errors))
+            entries = {**registry.entries, **extras}
+            new = [n for n in extras if n not in registry.extras]
+            if not new:        # nothing to load: the plan changes, workers drop unused versions later
+                commit()
+                registry.set_plans(plans)
+                return plan
+            proc = self._start_candidate(entries)
+            infos = {m.name: m for m in proc.ready.models}
+            failed = [n for n in new if not infos[n].ok]
+            if failed:
+                proc.kill()
+                for n in failed:
+                    self._forget(extras[n])
+                raise Rejected("; ".join(f"version {n.partition('@')[2]}: {infos[n].error}" for n in failed))
+            commit()
+            self._swap(entries, proc, reason, plans)
+            return plan
 
     def remove(self, name: str, retire, reason: str) -> dict:
         """`retire()` takes the model's files out of the folder; the reload then stops serving it."""
@@ -157,21 +203,24 @@ class Reloader:
         registry = self.registry
         if not self.models_dir.is_dir():
             raise RuntimeError(f"the models folder {self.models_dir} is missing; nothing was reloaded")
-        old_entries = registry.entries
-        new_entries = registry.scan()
+        old_entries = registry.served()
+        public = registry.scan()
+        extras, plans = registry.resolve(public)
+        new_entries = {**public, **extras}
         changed = sorted(n for n, e in new_entries.items()
                          if n not in old_entries or _spec_key(e) != _spec_key(old_entries[n]))
         removed = sorted(set(old_entries) - set(new_entries))
         if not changed and not removed:
+            registry.set_plans(plans)
             self._seen = seen
             return {"changed": [], "removed": [], "rejected": {}, "reason": reason}
         log.info("reload (%s): changed %s, removed %s", reason, changed or "none", removed or "none")
         entries, ready = self._load_candidate(old_entries, new_entries, changed)
         rejected = {n: registry.rejected[n] for n in changed if n in registry.rejected}
-        generation = self._swap(entries, ready, reason)
+        generation = self._swap(entries, ready, reason, plans)
         self._seen = seen
         if self.versions is not None:     # files dropped in by hand, or by another replica
-            self.versions.adopt_served([n for n in changed if n not in rejected])
+            self.versions.adopt_served([n for n in changed if n not in rejected and not rollout.is_internal(n)])
         return {"changed": [n for n in changed if n not in rejected], "removed": removed,
                 "rejected": rejected, "reason": reason, "generation": generation}
 
@@ -192,10 +241,12 @@ class Reloader:
             raise RuntimeError(f"a worker with the new models could not start: {error}")
         return proc
 
-    def _swap(self, entries, ready, reason: str) -> int:
+    def _swap(self, entries, ready, reason: str, plans: dict | None = None) -> int:
         """Install the set the ready candidate holds and roll it into every slot."""
-        generation = self.registry.install(entries, ready.ready.models)
+        generation = self.registry.install(entries, ready.ready.models, plans)
         self.pool.roll_over(ready)
+        if self.registry.extras:
+            self.pool.check_memory()
         log.info("%s: generation %s serving", reason, generation,
                  extra={"fields": {"event": "reload", "generation": generation}})
         return generation

@@ -69,6 +69,9 @@ class Pool:
         self.size_reason = reason
         log.info("pool: %s worker(s) (%s)", wanted, reason,
                  extra={"fields": {"event": "pool_size", "workers": wanted}})
+        if self.registry.extras:
+            log.info("pool: each worker holds the rollout version(s) %s beside the models (memory counted)",
+                     ", ".join(sorted(self.registry.extras)))
         self.slots = [Slot(self, i, first if i == 0 else None) for i in range(wanted)]
         for slot in self.slots:
             slot.thread.start()
@@ -104,8 +107,10 @@ class Pool:
         gateway = resources.process_memory(os.getpid(), full=False)["rss"]
         budget = mem["limit"] * (1 - HEADROOM) - gateway
         fits = max(1, int(budget // peak))
+        extras = sorted(self.registry.extras)     # versions loaded for rollouts (models/rollout.py)
+        held = f"every model and the {len(extras)} rollout version(s) {', '.join(extras)}" if extras else "every model"
         return fits, (f"memory: each worker peaked at {peak >> 20} MiB after loading and warming "
-                      f"every model; {mem['limit'] >> 20} MiB ({mem['source']}) less "
+                      f"{held}; {mem['limit'] >> 20} MiB ({mem['source']}) less "
                       f"{int(HEADROOM * 100)}% headroom and the gateway's {gateway >> 20} MiB fits {fits}")
 
     def drain(self) -> None:
@@ -192,6 +197,16 @@ class Pool:
             while not done.wait(0.05) and time.monotonic() < deadline and not self.stopping:
                 pass
 
+    def check_memory(self) -> None:
+        """After a roll-over: say so when the workers, now holding other versions, no longer fit
+        the memory the pool was sized for (the pool is not resized while it serves)."""
+        proc = next((s.proc for s in self.slots if s.proc is not None), None)
+        if proc is None:
+            return
+        fits, reason = self.memory_fit(proc.pid)
+        if fits < len(self.slots):
+            log.warning("pool: %s workers serve but only %s fit now: %s", len(self.slots), fits, reason)
+
     def on_ready(self, slot: Slot, proc: Process) -> None:
         self.registry.record(proc.generation, proc.ready.models)
         log.info("worker %s ready (pid %s, %.2f s)", slot.index, proc.pid, time.monotonic() - proc.started,
@@ -202,6 +217,10 @@ class Pool:
             if info.name == model:
                 return info.version
         return ""
+
+    def has_idle_worker(self) -> bool:
+        """A worker waits for work now (shadow scoring runs only then: gateway/traffic.py)."""
+        return any(s.state == "idle" for s in self.slots) and not self.queue
 
     def ready(self) -> tuple[bool, str]:
         if self.draining or self.stopping:

@@ -1,8 +1,8 @@
 """The parts of a running server, built once and in order (gateway process).
 
 Order: users file (an initial admin when empty) -> signing keys -> models fetched (optional)
--> registry (the models folder, copied to snapshots the workers load) -> metrics -> pool ->
-versions store -> reloader -> app. Each part gets what it needs in its constructor; nothing is set afterwards.
+-> versions store -> registry (the models folder, copied to snapshots the workers load, the
+models recorded as versions, their rollouts resolved) -> metrics -> pool -> reloader -> app. Each part gets what it needs in its constructor; nothing is set afterwards.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def build(settings) -> Service:
                           + (" (the fetch failed)" if fetch_error else "") + "; create it or fix the path")
     snapshots = Path(tempfile.mkdtemp(prefix="rbridge-models-"))   # the versions workers load
     atexit.register(shutil.rmtree, snapshots, True)
-    registry = Registry(settings, snapshots)
+    versions = _versions(settings)
+    registry = Registry(settings, snapshots, versions=versions)
     if settings.default_model and settings.default_model not in registry.entries:
         raise ConfigError(f"--default-model {settings.default_model}: no {settings.default_model}.rds "
                           f"in {settings.models}")
@@ -69,20 +70,19 @@ def build(settings) -> Service:
     metrics = Metrics()
     pool = Pool(settings, registry, metrics, failed_reason=fetch_error)
     metrics.attach(pool)
-    reloader = Reloader(registry, pool, settings.reload_interval, _versions(settings, registry))
+    reloader = Reloader(registry, pool, settings.reload_interval, versions)
     authenticator = Authenticator(store, keys, settings.token_ttl,
                                   max(settings.refresh_token_ttl, settings.token_ttl))
     app = create_app(settings, registry, pool, authenticator, reloader)
     return Service(settings, registry, pool, reloader, app)
 
 
-def _versions(settings, registry) -> VersionStore:
-    """The versions store, with the models found at start recorded as versions (when writable)."""
+def _versions(settings) -> VersionStore:
+    """The versions store (the registry records the models found at start in it, when writable)."""
     store = VersionStore(settings.models, settings.keep_versions)
     why = store.read_only()
     if why:
         log.info("%s: model management (PUT /models/<name>) answers 409", why)
-    store.adopt_served([n for n in registry.names() if registry.entries[n].spec is not None])
     return store
 
 

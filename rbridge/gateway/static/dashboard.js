@@ -169,6 +169,25 @@
     }));
   }
 
+  function versions(d) {
+    var rows = [];
+    Object.keys(d.versions || {}).sort().forEach(function (model) {
+      Object.keys(d.versions[model]).sort().forEach(function (version) {
+        var v = d.versions[model][version], labels = Object.keys(v.labels).sort().map(function (l) {
+          return l + ": " + v.labels[l];
+        }).join(", ");
+        var tr = row([model, version, {text: v.total, cls: "n"}, {text: v.errors_4xx, cls: "n"},
+                      {text: v.errors_5xx, cls: "n"}, {text: num(v.p50, 1), cls: "n"}, {text: num(v.p95, 1), cls: "n"},
+                      {text: num(v.prediction_mean, 3), cls: "n"}, {text: num(v.prediction_p50, 3), cls: "n"},
+                      labels, {text: v.shadow.agree, cls: "n"}, {text: v.shadow.disagree, cls: "n"}]);
+        tr.dataset.model = model;
+        tr.dataset.version = version;
+        rows.push(tr);
+      });
+    });
+    fill("versions", rows);
+  }
+
   function models(d) {
     fill("models", d.models.map(function (m) {
       var tr = row([m.name, m.version, {node: badge(m.state)}, (m.r_class || []).join(", "),
@@ -187,7 +206,7 @@
       last = d;
       $("board").hidden = false;
       $("board-notice").hidden = true;
-      cards(d); workers(d); requests(d); models(d);
+      cards(d); workers(d); requests(d); versions(d); models(d);
       $("updated").textContent = "updated " + new Date(d.time * 1000).toLocaleTimeString();
     } catch (e) {
       if (e.status === 401) { stop(); signin.ask(e.message === "sign in" ? "" : e.message); return; }

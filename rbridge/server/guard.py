@@ -7,7 +7,8 @@ on it (see docs/security.md). A client that sent its headers and then a byte of 
 seconds held an HTTP thread per request; with as many such requests as there are threads,
 /healthz and every predict waited for minutes.
 
-ClientGuard, the outermost layer of the app, counts each peer address's requests in flight and
+ClientGuard, the outermost layer of the app, counts each peer address's requests in flight (from
+the call until the app returns: reading the body happens inside it) and
 answers 429 (`Retry-After: 1`, `Connection: close`) to the one over `--max-inflight-per-client`,
 at once, before anything reads its body. So one address holds at most that many HTTP threads,
 and the others (probes among them) stay free. Peers in `--trusted-proxies` are not counted:

@@ -24,7 +24,7 @@ import requests
 
 from serverproc import ADMIN, Server, copy_models, rscript
 
-# Not yet in CI by default: on this shared 2-core machine (load average 10-12) it failed 4 runs of 5
+# Not yet in CI by default: on this shared 2-core machine (load average 10-12) it failed 4 runs of 6
 # (December 2026): cars requests answered 503 model_changed 15-20 s after a hot reload, while a
 # worker was SIGSTOPped and the rolling replacement was still going (6-14 per run; the model-swap fix
 # of main 3b63726 cut them but not to none), and 504s in the queue while R took 6 s to start. Both

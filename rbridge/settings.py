@@ -103,6 +103,8 @@ FIELDS = [
     Field("certfile", Path, None, "TLS certificate (PEM): serve HTTPS"),
     Field("keyfile", Path, None, "TLS private key (PEM)"),
     Field("trusted_proxies", parse_list, (), "proxy addresses whose X-Forwarded-For is believed"),
+    Field("max_inflight_per_client", int, 32, "requests in flight from one client address before 429, "
+          "addresses in --trusted-proxies exempt (granian front; 0: no cap)"),
     Field("cors_origins", parse_list, (), "origins allowed by CORS (none: CORS off)"),
     Field("fetch_manifest", Path, None, "JSON manifest of model files to download at start"),
     Field("allow_http_fetch", parse_bool, False, "allow plain-HTTP URLs in the fetch manifest"),
@@ -151,6 +153,7 @@ class Settings:
     certfile: Path | None
     keyfile: Path | None
     trusted_proxies: tuple
+    max_inflight_per_client: int
     cors_origins: tuple
     fetch_manifest: Path | None
     allow_http_fetch: bool
@@ -263,6 +266,7 @@ def _validate(s: Settings) -> Settings:
     need(s.max_columns >= 1, "max-columns must be at least 1")
     need(s.graceful_timeout >= 0, "graceful-timeout must not be negative")
     need(s.threads >= 0, "threads must not be negative")
+    need(s.max_inflight_per_client >= 0, "max-inflight-per-client must not be negative")
     need(s.reload_interval >= 0, "reload-interval must not be negative")
     need(s.warmup_timeout is None or s.warmup_timeout > 0, "warmup-timeout must be positive")
     need(s.max_requests >= 0 and s.max_requests_jitter >= 0, "max-requests and its jitter must not be negative")

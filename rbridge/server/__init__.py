@@ -4,6 +4,7 @@ Runs in the gateway process; may import every gateway-side package (gateway, poo
     parts.py           build(settings): users, signing keys, registry, pool, reloader, app (in that order)
     lifecycle.py       what every front shares: in-flight count, pool start, signals, drain
     front_granian.py   the default front (HTTP/1.1, HTTP/2, TLS in Rust): --http-server granian or auto
+    guard.py           granian front: the cap on one client address's requests in flight
     front_waitress.py  --http-server waitress (plain HTTP; kept for comparison)
     front_gunicorn.py  --http-server gunicorn (HTTP or HTTPS; kept for comparison)
 """

@@ -39,6 +39,7 @@ from granian.server.mp import MPServer
 
 from rbridge import settings as settings_mod
 from rbridge.server import lifecycle
+from rbridge.server.guard import ClientGuard
 
 log = logging.getLogger("bridge.server")
 
@@ -121,7 +122,9 @@ def _gateway_app():
     service = _SERVICE
     for f in settings_mod.FIELDS:               # granian copies os.environ into every environ
         os.environ.pop(settings_mod.env_name(f.name), None)
-    counted = lifecycle.InFlight(service.app, closing=lambda: service.pool.draining,
+    s = service.settings
+    guarded = ClientGuard(service.app, s.max_inflight_per_client, s.trusted_proxies)
+    counted = lifecycle.InFlight(guarded, closing=lambda: service.pool.draining,
                                  headers=(("Server", "rbridge"),))
     asked: queue.SimpleQueue = queue.SimpleQueue()
     signal.signal(signal.SIGUSR1, lambda signum, frame: asked.put(signum))

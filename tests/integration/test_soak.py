@@ -24,9 +24,11 @@ import requests
 
 from serverproc import ADMIN, Server, copy_models, rscript
 
-# Off in CI until it is proven on a quiet machine: on this 2-core machine under a load average of
-# 12-17 (other work running) R took 6 s or more to start and requests queued behind three
-# simultaneous replacements timed out. Run it with RB_TEST_SOAK=1.
+# Not yet in CI by default: on this shared 2-core machine (load average 10-12) it failed 4 runs of 6
+# (December 2026): cars requests answered 503 model_changed 15-20 s after a hot reload, while a
+# worker was SIGSTOPped and the rolling replacement was still going (6-14 per run; the model-swap fix
+# of main 3b63726 cut them but not to none), and 504s in the queue while R took 6 s to start. Both
+# are the pool's to fix, not the count's to loosen. Run it with RB_TEST_SOAK=1.
 pytestmark = [pytest.mark.r, pytest.mark.slow,
               pytest.mark.skipif(os.environ.get("RB_TEST_SOAK") != "1",
                                  reason="the 2-minute soak: set RB_TEST_SOAK=1 to run it")]
@@ -97,6 +99,7 @@ class Faults:
         tmp = self.models / ".cars.json.tmp"
         tmp.write_text(json.dumps({"version": f"soak-{n}"}))
         os.rename(tmp, self.models / "cars.json")
+        self.log.append((round(time.monotonic() - self.t0, 2), "reload", None, f"soak-{n}"))
 
     def signal_worker(self, kind: str) -> None:
         workers = [w for w in self.status() if w["pid"]]
@@ -111,9 +114,10 @@ class Faults:
             held = [w for w in self.status() if w["pid"] == pid]
             if not held:
                 break                             # the pool replaced it
-            if held[0]["current_request"]:
-                self.allowed.add(held[0]["current_request"])
-                self.log.append((round(time.monotonic() - self.t0, 2), kind, pid, held[0]["current_request"]))
+            rid = held[0]["current_request"]
+            if rid and rid not in self.allowed:
+                self.allowed.add(rid)
+                self.log.append((round(time.monotonic() - self.t0, 2), kind, pid, rid))
             time.sleep(0.05)
         if kind == "kill":
             os.kill(pid, signal.SIGKILL)
@@ -171,11 +175,14 @@ def test_soak_fails_only_requests_on_killed_or_hung_workers(soak_models, tmp_pat
               f"failed {len(failed)} {dict(by_status)}, of which on a killed/hung worker "
               f"{len(failed) - len(unexplained)}; wrong answers {len(wrong)}; "
               f"in flight on faulted workers {len(faults.allowed)}")
+        for rid, m, st, b, t0, t1 in unexplained:   # what CI shows when it fails: each with the faults
+            print(f"  unexplained {rid} {m} {st} {b['error'].get('code')} sent {t0} s, answered {t1} s")
+        print(f"  faults (s, kind, pid, request held or version): {faults.log}")
         assert not faults.errors, faults.errors
         assert len(results) >= 300, "the soak did not get load through"
         assert min(faults.done[k] for k in ("kill", "stop", "reload")) >= 3, faults.done
         assert not wrong, wrong[:5]
-        assert not unexplained, (unexplained[:10], faults.log)
+        assert not unexplained, f"{len(unexplained)} failed requests not on a faulted worker (printed above)"
         last = f"soak-{3 * faults.done['reload']}"
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:       # the last reload serves, and the pool has healed

@@ -103,7 +103,7 @@ FIELDS = [
     Field("certfile", Path, None, "TLS certificate (PEM): serve HTTPS"),
     Field("keyfile", Path, None, "TLS private key (PEM)"),
     Field("trusted_proxies", parse_list, (), "proxy addresses whose X-Forwarded-For is believed"),
-    Field("max_inflight_per_client", int, 32, "requests in flight from one client address before 429, "
+    Field("max_inflight_per_client", int, 64, "requests in flight from one client address before 429, "
           "addresses in --trusted-proxies exempt (granian front; 0: no cap)"),
     Field("cors_origins", parse_list, (), "origins allowed by CORS (none: CORS off)"),
     Field("fetch_manifest", Path, None, "JSON manifest of model files to download at start"),

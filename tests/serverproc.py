@@ -144,3 +144,9 @@ def copy_models(src: Path, dst: Path, names: list[str]) -> Path:
             if (src / f"{name}{ext}").exists():
                 shutil.copy(src / f"{name}{ext}", dst / f"{name}{ext}")
     return dst
+
+
+def predict_cars(model_path) -> float:
+    """R's own predict() of a cars model (mpg ~ wt [+ hp] + cyl) for the tests' row {wt 2.5, hp 110, cyl 6}."""
+    return float(rscript(f'm <- readRDS("{model_path}"); cat(sprintf("%.17g", predict(m, data.frame('
+                         'wt = 2.5, hp = 110, cyl = factor("6", levels = c("4", "6", "8"))))))'))

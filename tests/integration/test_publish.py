@@ -15,16 +15,11 @@ import time
 import pytest
 import requests
 
-from serverproc import PUBLISHER, SCORER, Server, copy_models, rscript
+from serverproc import PUBLISHER, SCORER, Server, copy_models, predict_cars, rscript
 
 pytestmark = [pytest.mark.r, pytest.mark.slow]
 ROW = {"wt": 2.5, "hp": 110, "cyl": "6"}
 INTERVAL = 0.5
-
-
-def predict_cars(model_path) -> float:
-    return float(rscript(f'm <- readRDS("{model_path}"); cat(sprintf("%.17g", predict(m, data.frame('
-                         'wt = 2.5, hp = 110, cyl = factor("6", levels = c("4", "6", "8"))))))'))
 
 
 @pytest.fixture(scope="module")

@@ -159,7 +159,7 @@ class Shadows:
                 raise BridgeError(f"the shadow version is not loaded: {info.error if info else 'missing'}")
             columns, nrows = read(info, self.registry.schema(info))
             job = self.pool.predict(route.target, protocol.Part(f"{request_id}-shadow", nrows, columns),
-                                    self.registry.timeout_for(name), info.version)
+                                    self.registry.timeout_for(name), self.registry.encoding(info))
         except BridgeError as exc:
             metrics.shadow.labels(name, version, "error").inc()
             log.info("shadow scoring of %s on version %s failed: %s", name, route.number, exc.message)

@@ -77,7 +77,7 @@ def run(p, call, name: str, read, pin: str | None = None, after=None):
         call.rows = nrows
         try:
             job = p.pool.predict(target, protocol.Part(call.request_id, nrows, columns),
-                                 registry.timeout_for(name), info.version)
+                                 registry.timeout_for(name), registry.encoding(info))
             break
         except Unavailable as exc:
             # Encoded for a version that was swapped out before a worker took it: choose and

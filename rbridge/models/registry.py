@@ -29,7 +29,7 @@ import logging
 
 from rbridge.models import catalog, rollout
 from rbridge.models.catalog import Entry
-from rbridge.pool.protocol import ModelInfo, ModelSpec
+from rbridge.pool.protocol import ModelInfo, ModelSpec, encoding_key
 from rbridge.schema import Schema
 
 log = logging.getLogger("bridge.rollout")
@@ -53,6 +53,7 @@ class Registry:
         self.rejected: dict[str, str] = {}        # model -> why its latest files were refused
         self.start_failures: frozenset[str] = frozenset()
         self._schemas: dict[tuple, Schema] = {}
+        self._encodings: dict[tuple, str] = {}
         self._lock = threading.Lock()
         self.versions = versions
         self.extras: dict[str, Entry] = {}           # name@n -> a retained version loaded beside name
@@ -98,6 +99,14 @@ class Registry:
         if schema is None:
             schema = self._schemas[key] = Schema(info.schema, extra_ok=info.kind == "r")
         return schema
+
+    def encoding(self, info: ModelInfo) -> str:
+        """protocol.encoding_key of a version: which workers can score the parts its schema reads."""
+        key = (info.name, info.version)
+        found = self._encodings.get(key)
+        if found is None:
+            found = self._encodings[key] = encoding_key(info)
+        return found
 
     def _entry(self, name: str) -> Entry | None:
         """The model's entry; for an extra version (name@n) the served model's, whose

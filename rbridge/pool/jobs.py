@@ -17,18 +17,19 @@ from . import protocol
 from rbridge.errors import BridgeError, Overloaded
 
 
-STALE_AFTER = 2.0          # seconds a job waits for a worker of the version it was encoded for
+STALE_AFTER = 2.0          # seconds a job waits for a worker that holds the encoding it was made for
 
 
 class Job:
     """One request waiting for, or being scored by, a worker."""
     _ids = itertools.count(1)
 
-    def __init__(self, model: str, part: protocol.Part, timeout: float, version: str | None = None):
-        """`version`: the model version whose schema encoded `part` (None: any version will do)."""
+    def __init__(self, model: str, part: protocol.Part, timeout: float, encoding: str | None = None):
+        """`encoding`: protocol.encoding_key of the model version whose schema encoded `part`
+        (None: any version will do)."""
         self.id = next(self._ids)
         self.model, self.part, self.nrows = model, part, part.nrows
-        self.wanted = version
+        self.wanted = encoding
         self.shape = protocol.column_shape(part)
         self.timeout = timeout
         self.queued_at = time.monotonic()
@@ -74,10 +75,12 @@ class JobQueue:
             self._cond.notify_all()   # slots differ in the models they hold (during a reload)
 
     def take(self, timeout: float, models: dict | None = None) -> Job | None:
-        """The oldest job for one of `models` (name -> version the worker holds; None: any),
-        waiting up to `timeout` s. During a reload old and new workers coexist: a job encoded
-        for one version waits for a worker of that version, for STALE_AFTER seconds at most
-        (then any worker of the model takes it and answers that the model changed)."""
+        """The oldest job for one of `models` (name -> encoding key of what the worker holds;
+        None: any), waiting up to `timeout` s. During a reload old and new workers coexist: a
+        version with the same columns as the one before has the same key, and either worker
+        takes its jobs; a job encoded for other columns waits for a worker holding them, for
+        STALE_AFTER seconds at most (then any worker of the model takes it and answers that the
+        model changed)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             wakes = self._wakes
@@ -97,7 +100,7 @@ class JobQueue:
 
     def take_left_behind(self, old: dict, new: dict) -> Job | None:
         """A queued job that a retiring worker holding `old` can score and its successor holding
-        `new` cannot (encoded for the version being replaced), or None; never waits. The retiring
+        `new` cannot (encoded for the columns of the version being replaced), or None; never waits. The retiring
         worker scores these before it goes, past the model's concurrency limit if need be: they
         are the last of their version."""
         with self._cond:
@@ -125,7 +128,7 @@ class JobQueue:
             return jobs
 
     def take_more(self, first: Job, max_rows: int, wait: float) -> list[Job]:
-        """Jobs that can join `first` in one R call (same model and version, same column shape)
+        """Jobs that can join `first` in one R call (same model and encoding, same column shape)
         and fit in max_rows, waiting up to `wait` s for more to arrive."""
         taken, deadline = [], time.monotonic() + wait
         model, shape, wanted = first.model, first.shape, first.wanted

@@ -131,16 +131,16 @@ class Pool:
             job.finish(error=Unavailable("the server shut down before scoring this request; retry it"))
 
     # -- requests --------------------------------------------------------------------------
-    def predict(self, model: str, part: protocol.Part, timeout: float, version: str | None = None) -> Job:
-        """Queue a part (encoded for `version` of the model) and wait for its result; returns
-        the finished job or raises BridgeError."""
+    def predict(self, model: str, part: protocol.Part, timeout: float, encoding: str | None = None) -> Job:
+        """Queue a part (encoded as `encoding`, protocol.encoding_key of the model version whose
+        schema read it) and wait for its result; returns the finished job or raises BridgeError."""
         if self.stopping:
             raise Unavailable("the server is shutting down; retry on another replica",
                               headers={"Retry-After": "1"})
         if self.failed_reason or (self.started and all(s.state == "failed" for s in self.slots)):
             raise Unavailable("no R worker can run: " + (self.failed_reason or "R cannot start")
                               + " (see /readyz and the server log)", headers={"Retry-After": "5"})
-        job = Job(model, part, timeout, version)
+        job = Job(model, part, timeout, encoding)
         self.queue.put(job)
         if not job.done.wait(timeout):
             if self.queue.remove(job):

@@ -41,7 +41,7 @@ class Process:
     def __init__(self, slot: int, settings, specs: list, generation: int = 0, stderr=None,
                  warmup_timeouts: dict | None = None):
         self.generation = generation
-        self.loaded: dict = {}   # model -> version this process loaded, set when Ready arrives
+        self.loaded: dict = {}   # model -> protocol.encoding_key of what it loaded, set at Ready
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_format = worker_log_format(settings.log_format)
         cmd = [sys.executable, "-m", "rbridge.worker", "--fd", str(theirs.fileno()),
@@ -127,7 +127,7 @@ def await_ready(proc: Process) -> str | None:
             proc.start_failed = message
             return message.line()
         proc.ready = message
-        proc.loaded = {m.name: m.version for m in proc.ready.models if m.ok}
+        proc.loaded = {m.name: protocol.encoding_key(m) for m in proc.ready.models if m.ok}
         return None
     except (EOFError, OSError) as exc:
         return str(exc)

@@ -20,6 +20,8 @@ A worker exits when its socket closes.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import pickle
 import socket
 import struct
@@ -47,6 +49,14 @@ class ModelSpec:
     top_k: int | None = None     # answer the k best classes of a table of class scores, per row
     image: dict | None = None    # how uploaded images become the input (catalog.image_config), or None
     providers: list | None = None   # onnxruntime execution providers, in order of preference
+
+
+def encoding_key(info: "ModelInfo") -> str:
+    """What a Part encoded for this model version depends on: its kind and its columns (names,
+    types, levels). Two versions with the same key take each other's parts, so during a reload
+    that keeps the schema (a retrained model) old and new workers share one queue."""
+    canonical = json.dumps([info.kind, info.schema], sort_keys=True, default=str)
+    return hashlib.blake2b(canonical.encode(), digest_size=8).hexdigest()
 
 
 @dataclasses.dataclass

@@ -34,7 +34,7 @@ class FakePool:
         self.raise_error = None
         self.raise_next = []          # errors to raise once each, in order, before scoring again
 
-    def predict(self, model, part, timeout, version=None):
+    def predict(self, model, part, timeout, encoding=None):
         self.sent.append((model, part))
         if self.raise_next:
             raise self.raise_next.pop(0)

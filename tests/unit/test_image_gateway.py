@@ -26,7 +26,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 40        # the gateway does not decode: an
 class ImagePool(FakePool):
     """Scores an image part with three class scores that depend on each file's length."""
 
-    def predict(self, model, part, timeout, version=None):
+    def predict(self, model, part, timeout, encoding=None):
         if model == "cars":
             return super().predict(model, part, timeout, version)
         self.sent.append((model, part))

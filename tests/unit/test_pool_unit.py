@@ -70,22 +70,44 @@ def test_a_job_waits_for_a_worker_of_the_version_that_encoded_it(monkeypatch):
     """During a reload old and new workers coexist; a request encoded with the new version's
     schema reached an old worker (KeyError in the worker: a 500) until jobs carried the version."""
     q = JobQueue(10)
-    new = Job("m", protocol.Part("r", 1, {}), 5, version="v2")
+    new = Job("m", protocol.Part("r", 1, {}), 5, encoding="v2")
     q.put(new)
     assert q.take(0, {"m": "v1"}) is None                  # an old worker passes it over
     assert q.take(0, {"m": "v2"}) is new
-    old = Job("m", protocol.Part("r", 1, {}), 5, version="v1")
+    old = Job("m", protocol.Part("r", 1, {}), 5, encoding="v1")
     q.put(old)
     monkeypatch.setattr(jobs_mod, "STALE_AFTER", 0.0)        # no worker of its version is left
     assert q.take(0, {"m": "v2"}) is old                   # taken, to be answered "model changed"
 
 
+def _info(version, levels=("4", "6", "8"), kind="r"):
+    cols = [{"name": "wt", "type": "numeric", "levels": None, "na": True, "ordered": False},
+            {"name": "cyl", "type": "factor", "levels": list(levels), "na": True, "ordered": False}]
+    return protocol.ModelInfo("cars", version, True, schema=cols, kind=kind)
+
+
+def test_versions_with_the_same_columns_share_their_jobs():
+    """The soak (tests/integration/test_soak.py) saw 503 model_changed after a reload that only
+    changed the version: the one worker of the new version was SIGSTOPped, and its jobs waited
+    for it while workers of the old version, whose columns were the same, passed them over."""
+    v1, v2 = protocol.encoding_key(_info("1")), protocol.encoding_key(_info("2"))
+    assert v1 == v2
+    assert protocol.encoding_key(_info("3", levels=("4", "6"))) != v1       # other levels
+    assert protocol.encoding_key(_info("1", kind="sklearn")) != v1          # another reader
+    assert protocol.encoding_key(protocol.ModelInfo("nb", "1", True)) == \
+        protocol.encoding_key(protocol.ModelInfo("nb", "2", True))            # schemaless: any
+    q = JobQueue(10)
+    new = Job("cars", protocol.Part("r", 1, {}), 5, encoding=v2)
+    q.put(new)
+    assert q.take(0, {"cars": v1}) is new                  # an old worker takes it at once
+
+
 def test_a_retiring_worker_takes_the_jobs_only_it_can_score():
     """At a swap, jobs encoded for the version the old worker holds go to it before it retires."""
     q = JobQueue(10)
-    new, old, other = (Job("m", protocol.Part("r", 1, {}), 5, version="v2"),
-                       Job("m", protocol.Part("r", 1, {}), 5, version="v1"),
-                       Job("n", protocol.Part("r", 1, {}), 5, version="w1"))
+    new, old, other = (Job("m", protocol.Part("r", 1, {}), 5, encoding="v2"),
+                       Job("m", protocol.Part("r", 1, {}), 5, encoding="v1"),
+                       Job("n", protocol.Part("r", 1, {}), 5, encoding="w1"))
     for j in (new, old, other):
         q.put(j)
     retiring, successor = {"m": "v1", "n": "w1"}, {"m": "v2", "n": "w1"}

@@ -19,7 +19,8 @@ R_PACKAGES="r-base-core r-base-dev r-recommended r-cran-randomforest r-cran-rang
   r-cran-rpart r-cran-jsonlite r-cran-testthat"
 # The model zoo of the tests (tests/fixtures/make_fixtures.R) trains models of these packages too.
 ZOO_PACKAGES="r-cran-glmnet r-cran-caret r-cran-earth r-cran-partykit r-cran-kernlab r-cran-lme4 r-cran-quantreg"
-TEST_PACKAGES="$ZOO_PACKAGES r-cran-plumber wrk nginx chromium openssl"
+# r-cran-httr: the R client (clients/r, tests/integration/test_r_client.py and test_rollout.py) imports it.
+TEST_PACKAGES="$ZOO_PACKAGES r-cran-plumber r-cran-httr wrk nginx chromium openssl"
 
 need_apt() {
   local missing=()

@@ -118,6 +118,8 @@ class ConnectionSweeper:
             log.warning("%s is not readable (not Linux?): --max-connections-per-client is off", self.tables[0])
             return False
         threading.Thread(target=self._run, name="conncap", daemon=True).start()
+        log.info("at most %d connections per client address (--max-connections-per-client): the "
+                 "idlest beyond are closed", self.cap)
         return True
 
     def _run(self) -> None:

@@ -8,8 +8,8 @@ connections got every later client refused, /healthz included (issue 12, item 6)
 ConnectionSweeper is a daemon thread of the gateway process: granian's accept loop runs there,
 so the listening and accepted sockets are this process's descriptors. Every INTERVAL seconds it
 reads /proc/net/tcp and /proc/net/tcp6 and counts, by remote address, the accepted connections
-to --port (ESTABLISHED or CLOSE_WAIT; a connection not yet accepted has no inode and is not
-counted). Only when an address outside --trusted-proxies holds more than
+to --port (states 01 ESTABLISHED and 08 CLOSE_WAIT, which hold a descriptor; a connection not
+yet accepted has no inode and is not counted). Only when an address outside --trusted-proxies holds more than
 --max-connections-per-client does it map socket inodes to descriptors (/proc/self/fd) and shut
 the excess down: shutdown(SHUT_RDWR) on a dup of granian's descriptor, after checking that the
 dup is still the same socket (granian may have closed the number and reused it). granian reads
@@ -29,9 +29,11 @@ those after 10 s), bodies sent slowly (not timed out: docs/security.md).
 from __future__ import annotations
 
 import collections
+import functools
 import ipaddress
 import logging
 import os
+import re
 import socket
 import stat
 import struct
@@ -47,7 +49,6 @@ INTERVAL = 1.0          # seconds between sweeps
 RECENT_MS = 1000        # data moved on a connection this recently: it is not closed
 LOG_EVERY = 60.0        # seconds between warnings about one address
 TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
-_HELD = ("01", "08")    # ESTABLISHED, CLOSE_WAIT: accepted connections holding a descriptor
 # struct tcp_info (linux/tcp.h) up to tcpi_bytes_received (Linux 4.1): 8 one-byte fields, 24 u32
 # (tcpi_rto ... tcpi_total_retrans), 4 u64 (pacing_rate, max_pacing_rate, bytes_acked, bytes_received)
 _TCP_INFO = struct.Struct("=8B24I4Q")
@@ -72,19 +73,22 @@ def parse_table(text: str, port: int) -> list[tuple[str, int]]:
     """(remote address, socket inode) of each accepted connection to local `port`, from the text
     of /proc/net/tcp or /proc/net/tcp6. The kernel prints an address as 32-bit words in the host's
     byte order (on x86 127.0.0.1 is 0100007F) and ports in hex; an IPv4 address mapped into IPv6
-    (::ffff:a.b.c.d, a dual-stack listener) is given as the IPv4 address."""
-    local = ":%04X " % port
-    out = []
-    for line in text.splitlines()[1:]:
-        if local not in line:
-            continue
-        fields = line.split()
-        if len(fields) < 10 or not fields[1].endswith(local[:-1]) or fields[3] not in _HELD or fields[9] == "0":
-            continue
-        out.append((_address(fields[2].partition(":")[0]), int(fields[9])))
-    return out
+    (::ffff:a.b.c.d, a dual-stack listener) is given as the IPv4 address. One regular expression
+    over the whole text (splitting each line in Python took twice as long)."""
+    row = _ROW.get(port)
+    if row is None:
+        row = _ROW[port] = re.compile(_ROW_PATTERN % port, re.M)
+    return [(_address(remote), int(inode)) for remote, inode in row.findall(text) if inode != "0"]
 
 
+# local_address's port, then rem_address st tx:rx tr:when retrnsmt uid timeout inode (0: not yet
+# accepted). Starting with the port, a literal, lets the search skip ahead; only a port field is
+# ":" and 4 hex digits, and a remote port is followed by the state, not by an address.
+_ROW_PATTERN = r":%04X ([0-9A-F]{8}|[0-9A-F]{32}):[0-9A-F]{4} 0[18] \S+ \S+ \S+ +\d+ +\d+ (\d+)"
+_ROW: dict[int, re.Pattern] = {}
+
+
+@functools.lru_cache(maxsize=4096)
 def _address(words: str) -> str:
     packed = b"".join(struct.pack("=I", int(words[i:i + 8], 16)) for i in range(0, len(words), 8))
     if len(packed) == 4:

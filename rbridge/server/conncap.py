@@ -77,7 +77,7 @@ def parse_table(text: str, port: int) -> list[tuple[str, int]]:
     over the whole text (splitting each line in Python took twice as long)."""
     row = _ROW.get(port)
     if row is None:
-        row = _ROW[port] = re.compile(_ROW_PATTERN % port, re.M)
+        row = _ROW[port] = re.compile(_ROW_PATTERN % port)
     return [(_address(remote), int(inode)) for remote, inode in row.findall(text) if inode != "0"]
 
 

@@ -95,3 +95,10 @@ def test_a_sweep_shuts_down_the_excess_of_an_address_and_spares_trusted_ones(cap
     finally:
         for s in clients + accepted + [listener]:
             s.close()
+
+
+def test_without_proc_net_tcp_the_cap_is_off_and_says_so(tmp_path, caplog):
+    sweeper = conncap.ConnectionSweeper(8000, 4, TrustedPeers(()), tables=(str(tmp_path / "tcp"),))
+    assert sweeper.start() is False
+    assert "--max-connections-per-client is off" in caplog.text
+    assert conncap.ConnectionSweeper(8000, 0, TrustedPeers(())).start() is False   # 0: off, silently

@@ -55,6 +55,9 @@ class Metrics:
         self.captured = Counter("rbridge_capture_records", "Captured requests by outcome (written, sent, "
                                 "dropped: buffer full, failed: the sink refused or timed out)",
                                 ["model", "result"], registry=r)
+        self.connections_closed = Counter("rbridge_client_connections_closed", "Idle connections closed "
+                                          "because their address held more than --max-connections-per-client",
+                                          registry=r)
         self.predictions = Predictions()
         r.register(self.predictions)
         self.pool = None

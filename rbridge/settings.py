@@ -105,6 +105,8 @@ FIELDS = [
     Field("trusted_proxies", parse_list, (), "proxy addresses whose X-Forwarded-For is believed"),
     Field("max_inflight_per_client", int, 64, "requests in flight from one client address before 429, "
           "addresses in --trusted-proxies exempt (granian front; 0: no cap)"),
+    Field("max_connections_per_client", int, 256, "connections from one client address before the idlest "
+          "are closed, addresses in --trusted-proxies exempt (granian front on Linux; 0: no cap)"),
     Field("cors_origins", parse_list, (), "origins allowed by CORS (none: CORS off)"),
     Field("fetch_manifest", Path, None, "JSON manifest of model files to download at start"),
     Field("allow_http_fetch", parse_bool, False, "allow plain-HTTP URLs in the fetch manifest"),
@@ -154,6 +156,7 @@ class Settings:
     keyfile: Path | None
     trusted_proxies: tuple
     max_inflight_per_client: int
+    max_connections_per_client: int
     cors_origins: tuple
     fetch_manifest: Path | None
     allow_http_fetch: bool
@@ -267,6 +270,7 @@ def _validate(s: Settings) -> Settings:
     need(s.graceful_timeout >= 0, "graceful-timeout must not be negative")
     need(s.threads >= 0, "threads must not be negative")
     need(s.max_inflight_per_client >= 0, "max-inflight-per-client must not be negative")
+    need(s.max_connections_per_client >= 0, "max-connections-per-client must not be negative")
     need(s.reload_interval >= 0, "reload-interval must not be negative")
     need(s.warmup_timeout is None or s.warmup_timeout > 0, "warmup-timeout must be positive")
     need(s.max_requests >= 0 and s.max_requests_jitter >= 0, "max-requests and its jitter must not be negative")

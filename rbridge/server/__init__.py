@@ -5,6 +5,7 @@ Runs in the gateway process; may import every gateway-side package (gateway, poo
     lifecycle.py       what every front shares: in-flight count, pool start, signals, drain
     front_granian.py   the default front (HTTP/1.1, HTTP/2, TLS in Rust): --http-server granian or auto
     guard.py           granian front: the cap on one client address's requests in flight
+    conncap.py         granian front (Linux): the cap on one client address's connections
     front_waitress.py  --http-server waitress (plain HTTP; kept for comparison)
     front_gunicorn.py  --http-server gunicorn (HTTP or HTTPS; kept for comparison)
 """

@@ -8,7 +8,8 @@ WSGI), so there are two processes, as with gunicorn:
              supervisor. It starts no threads of its own before the fork.
     gateway  granian's one worker, forked from main. `_gateway_app` (granian's target) scrubs
              the settings' variables from its environment (granian copies the environment into
-             every request's environ), starts the pool and the reloader in the background, and
+             every request's environ), starts the pool and the reloader in the background and
+             the connection cap's sweeper (conncap.py: it needs this process's sockets), and
              returns the app: FastPath for scoring in front of Flask, counted by InFlight.
              The R workers are its children.
 Drain. SIGTERM or SIGINT reach main; its handler only records them (granian's own would stop
@@ -39,7 +40,8 @@ from granian.server.mp import MPServer
 
 from rbridge import settings as settings_mod
 from rbridge.server import lifecycle
-from rbridge.server.guard import ClientGuard
+from rbridge.server.conncap import ConnectionSweeper
+from rbridge.server.guard import ClientGuard, TrustedPeers
 
 log = logging.getLogger("bridge.server")
 
@@ -124,6 +126,9 @@ def _gateway_app():
         os.environ.pop(settings_mod.env_name(f.name), None)
     s = service.settings
     guarded = ClientGuard(service.app, s.max_inflight_per_client, s.trusted_proxies)
+    # The accepted sockets are this process's: the per-address connection cap must run here.
+    ConnectionSweeper(s.port, s.max_connections_per_client, TrustedPeers(s.trusted_proxies),
+                      closed=service.pool.metrics.connections_closed).start()
     counted = lifecycle.InFlight(guarded, closing=lambda: service.pool.draining,
                                  headers=(("Server", "rbridge"),))
     asked: queue.SimpleQueue = queue.SimpleQueue()

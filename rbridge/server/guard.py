@@ -30,17 +30,37 @@ from rbridge.gateway.access import error_body
 _EXEMPT_CACHE = 4096       # addresses whose exemption is remembered
 
 
+class TrustedPeers:
+    """Whether a peer address is in `--trusted-proxies` (networks allowed), remembered per address.
+    Shared by ClientGuard and the connection cap (conncap.py), so both exempt the same peers."""
+
+    def __init__(self, trusted: tuple):
+        self.networks = tuple(ipaddress.ip_network(t, strict=False) for t in trusted)
+        self._exempt: dict[str, bool] = {}
+
+    def __contains__(self, address: str) -> bool:
+        exempt = self._exempt.get(address)
+        if exempt is None:
+            try:
+                ip = ipaddress.ip_address(address)
+                exempt = any(ip in net for net in self.networks)
+            except ValueError:
+                exempt = False
+            if len(self._exempt) < _EXEMPT_CACHE:
+                self._exempt[address] = exempt
+        return exempt
+
+
 class ClientGuard:
     def __init__(self, app, max_inflight: int, trusted: tuple):
         self.app, self.max_inflight = app, max_inflight
-        self.trusted = tuple(ipaddress.ip_network(t, strict=False) for t in trusted)
-        self._exempt: dict[str, bool] = {}
+        self.trusted = TrustedPeers(trusted)
         self._inflight: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def __call__(self, environ, start_response):
         address = environ.get("REMOTE_ADDR") or ""
-        if self.max_inflight <= 0 or self._is_exempt(address):
+        if self.max_inflight <= 0 or address in self.trusted:
             return self.app(environ, start_response)
         with self._lock:
             n = self._inflight.get(address, 0)
@@ -56,18 +76,6 @@ class ClientGuard:
                     self._inflight[address] = n
                 else:
                     del self._inflight[address]
-
-    def _is_exempt(self, address: str) -> bool:
-        exempt = self._exempt.get(address)
-        if exempt is None:
-            try:
-                ip = ipaddress.ip_address(address)
-                exempt = any(ip in net for net in self.trusted)
-            except ValueError:
-                exempt = False
-            if len(self._exempt) < _EXEMPT_CACHE:
-                self._exempt[address] = exempt
-        return exempt
 
     def _refuse(self, environ, start_response):
         exc = Overloaded(f"too many requests in flight from {environ.get('REMOTE_ADDR')} "

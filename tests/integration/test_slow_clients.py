@@ -5,11 +5,15 @@ predict answered within a few seconds during each attack. 127.0.0.3 stands for a
 (--trusted-proxies): it is not capped. Seen failing before ClientGuard: 100 requests sending
 their body a byte a second held every HTTP thread, and /healthz from 127.0.0.2 timed out.
 A body is not timed out (granian's WSGI gives no way to give up on a read; docs/security.md).
+Connections beyond --max-connections-per-client (CONNS) from one address are closed, the idle
+ones first (conncap.py); seen failing before its sweeper ran: none of 300 idle connections was
+closed in 10 s.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 import socket
 import threading
 import time
@@ -23,6 +27,7 @@ from rbridge.server.front_granian import HEADER_TIMEOUT_MS
 
 pytestmark = [pytest.mark.r, pytest.mark.slow]
 CAP = 8
+CONNS = 50                # --max-connections-per-client
 MODEL = "cars"
 ROW = {"wt": 2.5, "hp": 110, "cyl": "6"}
 BASIC = base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
@@ -41,7 +46,7 @@ class _From(HTTPAdapter):
 @pytest.fixture(scope="module")
 def server(small_models, tmp_path_factory):
     with Server(small_models, tmp_path_factory.mktemp("slow-clients"), "--workers", "1",
-                "--max-inflight-per-client", str(CAP),
+                "--max-inflight-per-client", str(CAP), "--max-connections-per-client", str(CONNS),
                 "--trusted-proxies", "127.0.0.3") as s:
         yield s
 
@@ -74,6 +79,17 @@ def slow_body(s: Server, address: str = "127.0.0.1", length: int = 1000) -> sock
                  "Connection: close\r\n"
                  f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n{{".encode())
     return sock
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server has closed `sock` (end of file or reset), without waiting."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
 
 
 def trickle(socks: list, data: bytes, every: float, stop: threading.Event) -> threading.Thread:
@@ -169,5 +185,41 @@ def test_a_trusted_proxy_is_not_capped(server):
         assert served(server, "127.0.0.3") == [200, 200]
     finally:
         stop.set()
+        for sock in socks:
+            sock.close()
+
+
+def test_connections_over_the_cap_from_one_address_are_closed_the_idle_first(server):
+    socks = [connect(server) for _ in range(300)]
+    busy = connect(server)    # the same address, asking every few tenths of a second: never closed
+    busy.settimeout(2)
+    try:
+        t0, closed = time.monotonic(), 0
+        while closed < 300 + 1 - CONNS and time.monotonic() - t0 < 10:
+            t1 = time.monotonic()
+            assert served(server) == [200, 200]
+            busy.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert busy.recv(65536).startswith(b"HTTP/1.1 200")
+            assert time.monotonic() - t1 < 2
+            time.sleep(0.2)
+            closed = sum(closed_by_server(sock) for sock in socks)
+        assert closed == 300 + 1 - CONNS, closed        # the excess, and not one more
+        assert time.monotonic() - t0 < 5
+        assert "over --max-connections-per-client 50" in server.log_text()
+        [total] = re.findall(r"^rbridge_client_connections_closed_total (\S+)$", server.get("/metrics").text, re.M)
+        assert float(total) >= 300 + 1 - CONNS           # earlier tests' closings count too
+    finally:
+        for sock in socks + [busy]:
+            sock.close()
+    assert served(server, "127.0.0.1") == [200, 200]   # the address is served again
+
+
+def test_connections_from_a_trusted_proxy_are_not_closed(server):
+    socks = [connect(server, "127.0.0.3") for _ in range(CONNS + 50)]
+    try:
+        time.sleep(3)
+        assert sum(closed_by_server(sock) for sock in socks) == 0
+        assert served(server, "127.0.0.3") == [200, 200]
+    finally:
         for sock in socks:
             sock.close()

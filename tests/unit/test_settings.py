@@ -31,6 +31,7 @@ def test_env_then_cli_precedence_and_types(tmp_path):
     ({"log_format": "xml"}, {}, "log-format"),
     ({"trusted_proxies": "not-an-ip"}, {}, "trusted-proxies"),
     ({}, {"RBRIDGE_MAX_INFLIGHT_PER_CLIENT": "-1"}, "max-inflight-per-client must not be negative"),
+    ({"max_connections_per_client": "-1"}, {}, "max-connections-per-client must not be negative"),
 ])
 def test_bad_settings_are_rejected_with_a_message(cli, env, words):
     with pytest.raises(ConfigError) as err:

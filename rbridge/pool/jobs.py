@@ -46,12 +46,25 @@ class Job:
         self.done.set()
 
 
+class _Waiter:
+    """A thread waiting in the queue for a job it `wants`; woken alone when one comes."""
+    __slots__ = ("wants", "cond", "notified")
+
+    def __init__(self, wants, lock):
+        self.wants, self.cond, self.notified = wants, threading.Condition(lock), False
+
+
 class JobQueue:
     """A bounded FIFO of jobs, with taking of same-model jobs for a batch.
 
     `limit(model)`, if given, is how many workers may score a model at once: `take` passes over
     a model's jobs while that many workers hold it (other models' jobs go first), until the
     slot that took one calls `release`.
+
+    Wake-ups are targeted: a job put wakes one waiting thread that can take it (an idle slot
+    that holds its model, or a slot gathering a batch it fits), not every waiting slot. With
+    the default five workers, waking them all cost each request four useless wake-ups (and GIL
+    hand-offs) in the gateway.
     """
 
     def __init__(self, size: int, limit=None):
@@ -59,7 +72,8 @@ class JobQueue:
         self._limit = limit
         self._holding: collections.Counter = collections.Counter()   # model -> workers scoring it
         self._jobs: collections.deque[Job] = collections.deque()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._waiters: list[_Waiter] = []
         self._wakes = 0
         self.closed = False
 
@@ -67,12 +81,36 @@ class JobQueue:
         return len(self._jobs)
 
     def put(self, job: Job, front: bool = False) -> None:
-        with self._cond:
+        with self._lock:
             if not front and len(self._jobs) >= self.size:
                 raise Overloaded(f"the server is busy: {len(self._jobs)} requests are waiting; "
                                  "retry shortly", headers={"Retry-After": "1"})
             (self._jobs.appendleft if front else self._jobs.append)(job)
-            self._cond.notify_all()   # slots differ in the models they hold (during a reload)
+            self._notify_for(job)
+
+    def _notify_for(self, job: Job) -> bool:
+        """Wake the first waiter (not woken yet) that wants `job`; True if there was one."""
+        for w in self._waiters:
+            if not w.notified and w.wants(job):
+                w.notified = True
+                w.cond.notify()
+                return True
+        return False
+
+    def _pass_on(self) -> None:
+        """A thread leaves without the job it may have been woken for (it returns for another
+        reason, or the job no longer fits its batch): wake a waiter for each job still queued."""
+        for job in self._jobs:
+            self._notify_for(job)
+
+    def _wait(self, wants, seconds: float) -> None:
+        """Wait (the lock held) until a job `wants` is put, a wake, or `seconds` passed."""
+        me = _Waiter(wants, self._lock)
+        self._waiters.append(me)
+        try:
+            me.cond.wait(seconds)
+        finally:
+            self._waiters.remove(me)
 
     def take(self, timeout: float, models: dict | None = None) -> Job | None:
         """The oldest job for one of `models` (name -> encoding key of what the worker holds;
@@ -82,28 +120,38 @@ class JobQueue:
         STALE_AFTER seconds at most (then any worker of the model takes it and answers that the
         model changed)."""
         deadline = time.monotonic() + timeout
-        with self._cond:
+
+        def wants(job: Job, stale: float = -1.0) -> bool:
+            return (models is None or (job.model in models and (
+                job.wanted in (None, models[job.model]) or job.queued_at < stale))) \
+                and self._may_hold(job.model)
+
+        with self._lock:
             wakes = self._wakes
             while True:
-                stale = time.monotonic() - STALE_AFTER
+                now = time.monotonic()
+                stale = now - STALE_AFTER
                 for job in self._jobs:
-                    if (models is None or (job.model in models and (
-                            job.wanted in (None, models[job.model]) or job.queued_at < stale))) \
-                            and self._may_hold(job.model):
+                    if wants(job, stale):
                         self._jobs.remove(job)
                         self._holding[job.model] += 1
                         return job
-                remaining = deadline - time.monotonic()
+                remaining = deadline - now
                 if self.closed or remaining <= 0 or self._wakes != wakes:
+                    self._pass_on()
                     return None
-                self._cond.wait(remaining)
+                # A job of our model waiting for another encoding becomes ours when it is stale:
+                # nothing wakes us for that, so wake up then.
+                waiting = [j.queued_at + STALE_AFTER - now for j in self._jobs
+                           if models is not None and j.model in models]
+                self._wait(wants, max(0.001, min([remaining, *waiting])))
 
     def take_left_behind(self, old: dict, new: dict) -> Job | None:
         """A queued job that a retiring worker holding `old` can score and its successor holding
         `new` cannot (encoded for the columns of the version being replaced), or None; never waits. The retiring
         worker scores these before it goes, past the model's concurrency limit if need be: they
         are the last of their version."""
-        with self._cond:
+        with self._lock:
             for job in self._jobs:
                 if job.wanted is not None and old.get(job.model) == job.wanted != new.get(job.model):
                     self._jobs.remove(job)
@@ -115,14 +163,17 @@ class JobQueue:
         return self._limit is None or self._holding[model] < self._limit(model)
 
     def release(self, model: str) -> None:
-        """A worker that took a job of `model` can take another (it scored, or was replaced)."""
-        with self._cond:
+        """A worker that took a job of `model` can take another (it scored, or was replaced);
+        a queued job of that model that its limit held back may now go to a waiting slot."""
+        with self._lock:
             self._holding[model] -= 1
-            self._cond.notify_all()
+            for job in self._jobs:
+                if job.model == model and self._notify_for(job):
+                    break
 
     def drain(self) -> list[Job]:
         """Every queued job, removed (the pool is stopping)."""
-        with self._cond:
+        with self._lock:
             jobs = list(self._jobs)
             self._jobs.clear()
             return jobs
@@ -132,22 +183,27 @@ class JobQueue:
         and fit in max_rows, waiting up to `wait` s for more to arrive."""
         taken, deadline = [], time.monotonic() + wait
         model, shape, wanted = first.model, first.shape, first.wanted
-        with self._cond:
+
+        def wants(job: Job) -> bool:
+            return job.model == model and job.shape == shape and job.wanted == wanted \
+                and job.nrows <= max_rows and not job.attempts
+
+        with self._lock:
             while max_rows > 0:
                 for job in list(self._jobs):
-                    if job.model == model and job.shape == shape and job.wanted == wanted \
-                            and job.nrows <= max_rows and not job.attempts:
+                    if wants(job):
                         self._jobs.remove(job)
                         taken.append(job)
                         max_rows -= job.nrows
                 remaining = deadline - time.monotonic()
                 if max_rows <= 0 or remaining <= 0:
                     break
-                self._cond.wait(remaining)
+                self._wait(wants, remaining)
+            self._pass_on()
         return taken
 
     def remove(self, job: Job) -> bool:
-        with self._cond:
+        with self._lock:
             try:
                 self._jobs.remove(job)
                 return True
@@ -156,12 +212,17 @@ class JobQueue:
 
     def wake(self) -> None:
         """Return every waiting `take` now with None (a slot has been asked to do something)."""
-        with self._cond:
+        with self._lock:
             self._wakes += 1
-            self._cond.notify_all()
+            self._notify_all()
+
+    def _notify_all(self) -> None:
+        for w in self._waiters:
+            w.notified = True
+            w.cond.notify()
 
     def close(self) -> None:
         """Wake every waiting slot and stop waits from blocking (the pool is stopping)."""
-        with self._cond:
+        with self._lock:
             self.closed = True
-            self._cond.notify_all()
+            self._notify_all()

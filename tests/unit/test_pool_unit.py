@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 
@@ -234,3 +235,32 @@ def test_a_model_at_its_concurrency_limit_lets_other_models_pass():
     q.release("slow")
     assert q.take(0) is slow2
     assert q.drain() == [] and len(q) == 0
+
+
+def test_a_job_wakes_one_waiting_slot_that_can_take_it(monkeypatch):
+    """Every put used to wake every waiting slot (notify_all): with five idle workers, four
+    useless wake-ups per request, each a GIL hand-off in the gateway (bench: 42 us of CPU per
+    queue hop with 5 waiting slot threads, 16 us with 1)."""
+    q = JobQueue(10)
+    scans, real = collections.Counter(), time.monotonic
+    monkeypatch.setattr(jobs_mod.time, "monotonic",
+                        lambda: scans.update([threading.current_thread().name]) or real())
+    got = {}
+    waiting = [threading.Thread(target=lambda k=k: got.setdefault(k, q.take(3, {"a": None})), name=f"w{k}")
+               for k in range(5)]
+    for t in waiting:
+        t.start()
+    time.sleep(0.3)
+    scans.clear()
+    q.put(job("b"))                    # no waiting slot holds b: nobody wakes
+    time.sleep(0.2)
+    assert sum(n for name, n in scans.items() if name.startswith("w")) == 0
+    a = job("a")
+    q.put(a)                           # one of them wakes, and takes it
+    time.sleep(0.2)
+    assert list(got.values()) == [a]
+    assert sorted(n for name, n in scans.items() if name.startswith("w")) == [1]   # the one that took it
+    q.close()
+    for t in waiting:
+        t.join(5)
+    assert sorted(got.values(), key=lambda j: j is None) == [a, None, None, None, None]

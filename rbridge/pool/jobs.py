@@ -121,10 +121,13 @@ class JobQueue:
         model changed)."""
         deadline = time.monotonic() + timeout
 
-        def wants(job: Job, stale: float = -1.0) -> bool:
-            return (models is None or (job.model in models and (
-                job.wanted in (None, models[job.model]) or job.queued_at < stale))) \
-                and self._may_hold(job.model)
+        def ours(job: Job) -> bool:
+            return models is None or (job.model in models and job.wanted in (None, models[job.model]))
+
+        def wants(job: Job, stale: float | None = None) -> bool:
+            if stale is None:
+                stale = time.monotonic() - STALE_AFTER
+            return (ours(job) or (job.model in models and job.queued_at < stale)) and self._may_hold(job.model)
 
         with self._lock:
             wakes = self._wakes
@@ -140,11 +143,12 @@ class JobQueue:
                 if self.closed or remaining <= 0 or self._wakes != wakes:
                     self._pass_on()
                     return None
-                # A job of our model waiting for another encoding becomes ours when it is stale:
-                # nothing wakes us for that, so wake up then.
-                waiting = [j.queued_at + STALE_AFTER - now for j in self._jobs
-                           if models is not None and j.model in models]
-                self._wait(wants, max(0.001, min([remaining, *waiting])))
+                # A job of our model waiting for another encoding becomes ours when it turns stale:
+                # no put wakes us for that, so wake up then. (A job held back only by its model's
+                # limit is woken for by release.)
+                turning = [j.queued_at - stale for j in self._jobs
+                           if j.queued_at >= stale and not ours(j) and j.model in models]
+                self._wait(wants, max(0.001, min([remaining, *turning])))
 
     def take_left_behind(self, old: dict, new: dict) -> Job | None:
         """A queued job that a retiring worker holding `old` can score and its successor holding

@@ -264,3 +264,27 @@ def test_a_job_wakes_one_waiting_slot_that_can_take_it(monkeypatch):
     for t in waiting:
         t.join(5)
     assert sorted(got.values(), key=lambda j: j is None) == [a, None, None, None, None]
+
+
+def test_a_job_held_back_by_its_models_limit_does_not_spin_a_waiting_slot(monkeypatch):
+    """A waiting slot wakes by a timer when a job of its model waiting for another encoding turns
+    stale; a job held back only by the concurrency limit is no such job (release() wakes a slot
+    for it), and must not make the slot's wait a 1 ms poll once it is older than STALE_AFTER."""
+    q = JobQueue(10, limit=lambda model: 1)
+    running = job("m")
+    q.put(running)
+    assert q.take(0, {"m": None}) is running           # m now holds its one worker
+    held = job("m")
+    held.queued_at -= 10                                 # queued long ago: stale for any worker
+    q.put(held)
+    scans, real = collections.Counter(), time.monotonic
+    monkeypatch.setattr(jobs_mod.time, "monotonic",
+                        lambda: scans.update([threading.current_thread().name]) or real())
+    got = []
+    t = threading.Thread(target=lambda: got.append(q.take(0.5, {"m": None})), name="idle-slot")
+    t.start()
+    time.sleep(0.3)
+    assert scans["idle-slot"] <= 3                       # it waits, not polls
+    q.release("m")                                       # the limit lets it go: the slot takes it
+    t.join(5)
+    assert got == [held]
